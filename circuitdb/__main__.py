@@ -1,0 +1,3 @@
+from circuitdb.cli import main
+
+main()
