@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
+
+#: Outcomes of tests carrying these markers, summed for the closing summary (CI log proof).
+_BACKEND_MARKERS = ("neo4j", "embedded")
+_outcomes: Counter[tuple[str, str]] = Counter()
 
 
 def in_ci() -> bool:
@@ -30,6 +35,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.skipped and in_ci() and item.get_closest_marker("neo4j") is not None:
         report.outcome = "failed"
         report.longrepr = f"neo4j test {item.nodeid} skipped under CI=true; .ci/run must start Neo4j and export NEO4J_URI"
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        for marker in _BACKEND_MARKERS:
+            if item.get_closest_marker(marker) is not None:
+                _outcomes[(marker, report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Say how many backend tests ran, and against what (the CI log's proof)."""
+    for marker in _BACKEND_MARKERS:
+        counts = {o: _outcomes[(marker, o)] for o in ("passed", "failed", "skipped")}
+        if not any(counts.values()):
+            continue
+        target = os.environ.get("NEO4J_URI", "") or "unset" if marker == "neo4j" else "embedded ArcadeDB"
+        terminalreporter.write_line(
+            f"{marker}-marked tests: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped (against {target})")
 
 
 @pytest.fixture(scope="session")
