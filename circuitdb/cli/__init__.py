@@ -26,7 +26,6 @@ from circuitdb.errors import CircuitDBError
 
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
-    "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
 }
 
