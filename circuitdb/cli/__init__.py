@@ -28,6 +28,7 @@ from circuitdb.errors import CircuitDBError
 COMMANDS: dict[str, str] = {
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "sentences": "circuitdb.cli.sentences:sentences",
 }
 
 
