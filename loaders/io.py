@@ -245,6 +245,8 @@ def as_csr_rows(block: Any) -> Any:
         arr = np.asarray(block)
         if arr.ndim == 1:
             arr = arr[None, :]
+        if arr.dtype == np.float16:  # scipy.sparse has no float16
+            arr = arr.astype(np.float32)
         m = sp.csr_matrix(arr)
     if m.dtype.kind not in "fiub":
         raise InputError(f"the expression matrix has dtype {m.dtype}; it must be numeric")

@@ -3,8 +3,8 @@
 C2S's rule: keep a cell's expressed genes (value > 0), order them by descending
 expression, uppercase the symbols, keep the top ``k`` and join them with spaces.
 Ties between equal values are broken by a seeded hash of (seed, cell index, gene
-index), so the order is deterministic for a given seed and independent of how
-the cells are chunked.
+index) (its top ``TIE_BITS`` bits, then the gene index), so the order is
+deterministic for a given seed and independent of how the cells are chunked.
 
 Cells are read ``chunk_size`` rows at a time as sparse rows; only the expressed
 entries are ever sorted, so memory is bounded by the chunk, not by the data.
@@ -174,6 +174,17 @@ def tie_keys(seed: int, cells: np.ndarray, genes: np.ndarray) -> np.ndarray:
         return _mix(h ^ (np.asarray(genes, dtype=np.uint64) + _GOLDEN))
 
 
+#: Bits of the tie key used: equal values are ordered by ``tie_keys >> (64 - TIE_BITS)``, then by gene index.
+TIE_BITS = 20
+_ROW_BITS = 64 - 32 - TIE_BITS  # rows of one sort block: 4096
+_BLOCK = 1 << _ROW_BITS
+
+
+def tie_order_key(seed: int, cells: np.ndarray, genes: np.ndarray) -> np.ndarray:
+    """The ``TIE_BITS``-bit key that orders equal values of a cell (ascending; gene index breaks its own ties)."""
+    return tie_keys(seed, cells, genes) >> np.uint64(64 - TIE_BITS)
+
+
 def rank_csr(
     data: np.ndarray,
     indices: np.ndarray,
@@ -184,7 +195,11 @@ def rank_csr(
     seed: int,
     gene_ok: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank the expressed genes of CSR rows: descending value, ties by :func:`tie_keys`, top ``k``.
+    """Rank the expressed genes of CSR rows: descending value, ties by :func:`tie_order_key`, top ``k``.
+
+    The order of a row's genes is: value descending, then
+    :func:`tie_order_key` ascending, then gene index ascending. It depends only
+    on the seed, the cell's index and its values, never on the chunk.
 
     Parameters
     ----------
@@ -206,6 +221,14 @@ def rank_csr(
         rank order; ``counts[i]`` is how many belong to row ``i``.
     """
     n_rows = len(indptr) - 1
+    if n_rows > _BLOCK:  # keep the row number within its bits of the packed key
+        parts = []
+        for a in range(0, n_rows, _BLOCK):
+            b = min(n_rows, a + _BLOCK)
+            lo, hi = int(indptr[a]), int(indptr[b])
+            parts.append(rank_csr(data[lo:hi], indices[lo:hi], indptr[a:b + 1] - lo, first_cell=first_cell + a,
+                                  top_k=top_k, seed=seed, gene_ok=gene_ok))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     row = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(indptr))
     keep = data > 0
     if gene_ok is not None:
@@ -213,8 +236,20 @@ def rank_csr(
     d, g, r = data[keep], indices[keep].astype(np.int64, copy=False), row[keep]
     if d.size == 0:
         return np.empty(0, dtype=np.int64), np.zeros(n_rows, dtype=np.int64)
-    keys = tie_keys(seed, r + first_cell, g)
-    order = np.lexsort((keys, -d, r))
+    # sort by gene first, so that equal packed keys fall back to gene order in the stable sort below
+    if d.size > 1 and np.any((np.diff(g) <= 0) & (np.diff(r) == 0)):
+        pre = np.lexsort((g, r))
+        d, g, r = d[pre], g[pre], r[pre]
+    tie = tie_order_key(seed, r + first_cell, g)
+    d32 = d.astype(np.float32)
+    if d.dtype == np.float32 or np.array_equal(d32, d):
+        # one packed uint64 key: row (12 bits) | descending float32 bits (32) | tie key (20); positive floats
+        # order like their bit patterns, so one stable argsort does the whole ranking
+        desc = (~d32.view(np.uint32)).astype(np.uint64)
+        key = (r.astype(np.uint64) << np.uint64(64 - _ROW_BITS)) | (desc << np.uint64(TIE_BITS)) | tie
+        order = np.argsort(key, kind="stable")
+    else:  # values float32 can't hold exactly: same order, slower sort
+        order = np.lexsort((g, tie, -d.astype(np.float64), r))
     r_s = r[order]
     per_row = np.bincount(r_s, minlength=n_rows)
     starts = np.concatenate(([0], np.cumsum(per_row)[:-1]))

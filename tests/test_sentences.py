@@ -16,6 +16,7 @@ from circuitdb.errors import InputError
 from circuitdb.loaders.io import open_cells, read_anndata
 from circuitdb.loaders.sentences import (
     SentenceOptions,
+    TIE_BITS,
     SentenceSummary,
     cell_sentences,
     iter_cell_sentences,
@@ -46,9 +47,9 @@ def make_adata(n_cells: int = 60, n_genes: int = 40, seed: int = 0, *, ties: boo
 def reference_rank(row: np.ndarray, cell: int, seed: int, top_k: int) -> list[int]:
     """Naive per-row reference: expressed genes, descending value, ties by tie_keys ascending."""
     nz = [j for j in range(len(row)) if row[j] > 0]
-    keys = tie_keys(seed, np.full(len(nz), cell), np.array(nz))
+    keys = tie_keys(seed, np.full(len(nz), cell), np.array(nz)) >> np.uint64(64 - TIE_BITS)
     key_of = dict(zip(nz, keys.tolist()))
-    return sorted(nz, key=lambda j: (-row[j], key_of[j]))[:top_k]
+    return sorted(nz, key=lambda j: (-row[j], key_of[j], j))[:top_k]
 
 
 # --- ranking -----------------------------------------------------------------
@@ -98,6 +99,38 @@ def test_chunking_does_not_change_sentences(chunk):
     assert got == ref
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.int32])
+def test_rank_other_dtypes_match_reference(dtype):
+    rng = np.random.default_rng(1)
+    dense = rng.poisson(1.0, size=(30, 25)).astype(np.float64)
+    if dtype == np.float64:
+        dense = dense + rng.integers(0, 3, dense.shape) * 1e-12 * (dense > 0)  # not exact in float32
+    m = sp.csr_matrix(dense.astype(dtype))
+    g, c = rank_csr(m.data, m.indices, m.indptr, first_cell=100, top_k=7, seed=2)
+    bounds = np.concatenate(([0], np.cumsum(c)))
+    for i in range(30):
+        assert g[bounds[i]:bounds[i + 1]].tolist() == reference_rank(dense.astype(dtype)[i], 100 + i, 2, 7)
+
+
+def test_rank_large_blocks_and_unsorted_indices():
+    rng = np.random.default_rng(2)
+    m = sp.random(9000, 30, density=0.3, format="csr", random_state=3, dtype=np.float32)
+    m.data = np.round(m.data * 3).astype(np.float32) + 1  # many ties
+    whole = rank_csr(m.data, m.indices, m.indptr, first_cell=0, top_k=5, seed=0)
+    parts = [rank_csr(b.data, b.indices, b.indptr, first_cell=s, top_k=5, seed=0)
+             for s in range(0, 9000, 1000) for b in [m[s:s + 1000]]]
+    assert np.array_equal(whole[0], np.concatenate([p[0] for p in parts]))
+    assert np.array_equal(whole[1], np.concatenate([p[1] for p in parts]))
+    # the same rows with their entries shuffled give the same ranking
+    rows = [m[i] for i in range(50)]
+    perm = [rng.permutation(r.nnz) for r in rows]
+    data = np.concatenate([r.data[p] for r, p in zip(rows, perm)])
+    idx = np.concatenate([r.indices[p] for r, p in zip(rows, perm)])
+    ptr = np.concatenate(([0], np.cumsum([r.nnz for r in rows])))
+    g, c = rank_csr(data, idx, ptr, first_cell=0, top_k=5, seed=0)
+    assert np.array_equal(g, whole[0][: c.sum()]) and np.array_equal(c, whole[1][:50])
+
+
 def test_rank_csr_gene_mask_and_empty():
     m = sp.csr_matrix(np.array([[0, 2, 1, 2], [0, 0, 0, 0], [-1, 0, 3, 0]], dtype=np.float32))
     g, c = rank_csr(m.data, m.indices, m.indptr, first_cell=0, top_k=10, seed=0,
@@ -129,6 +162,12 @@ def test_layers_and_symbols():
     lab, _ = cell_sentences(a, SentenceOptions(label_key="cell_type"))
     assert [s.label for s in lab] == [a.obs["cell_type"].iloc[s.index] for s in lab]
     assert raw[0].label is None
+
+
+def test_float16_dense_layer():
+    a = make_adata()
+    a.layers["half"] = a.layers["dense_counts"].astype(np.float16)
+    assert cell_sentences(a, SentenceOptions(layer="half"))[0] == cell_sentences(a, SentenceOptions(layer="counts"))[0]
 
 
 def test_lowercase_symbols_are_uppercased():
