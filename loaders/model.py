@@ -217,14 +217,15 @@ def _resolve(name_or_dir: str | os.PathLike[str], revision: str | None) -> Path:
         pass
     if _offline():
         raise InputError(
-            f"model {text!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so its weights can't be "
-            "downloaded here; pass a local model directory instead"
+            f"model {text!r} is neither a directory here nor in the local Hugging Face cache, and HF_HUB_OFFLINE is set, "
+            "so its weights can't be downloaded here; pass a local model directory instead"
         )
     try:
         return Path(snapshot_download(text, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # noqa: BLE001 - any download failure
         raise InputError(
-            f"cannot download model {text!r} ({type(exc).__name__}); its weights can't be fetched here, pass a local model directory instead"
+            f"model {text!r} is not a directory here and cannot be downloaded ({type(exc).__name__}); "
+            "its weights can't be fetched here, pass a local model directory instead"
         ) from None
 
 
