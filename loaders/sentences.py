@@ -125,6 +125,8 @@ class SentenceSummary:
         Columns of the matrix.
     n_genes_without_symbol
         Genes whose symbol is empty/missing; they never enter a sentence.
+    n_unlabelled
+        Cells whose label is missing (their ``label`` is ``None``).
     layer, organism
         What was read, for provenance.
     """
@@ -135,6 +137,7 @@ class SentenceSummary:
     skipped_ids: list[str] = field(default_factory=list)
     n_genes_total: int = 0
     n_genes_without_symbol: int = 0
+    n_unlabelled: int = 0
     layer: str = ""
     organism: str = ""
 
@@ -142,7 +145,7 @@ class SentenceSummary:
         return {
             "cells": self.n_cells, "written": self.n_written, "skipped_no_expressed_genes": self.n_skipped,
             "skipped_ids": list(self.skipped_ids), "genes": self.n_genes_total,
-            "genes_without_symbol": self.n_genes_without_symbol, "layer": self.layer, "organism": self.organism,
+            "genes_without_symbol": self.n_genes_without_symbol, "unlabelled": self.n_unlabelled, "layer": self.layer, "organism": self.organism,
         }
 
 
@@ -336,7 +339,11 @@ def _iter(
             raise InputError(
                 f"no obs column {opts.label_key!r} for --label-key; obs columns: {', '.join(map(str, store.obs.columns)) or 'none'}"
             )
-        labels = store.obs[opts.label_key].astype(str).to_numpy()
+        col = store.obs[opts.label_key]
+        labels = col.astype(str).to_numpy(dtype=object)
+        missing = col.isna().to_numpy()
+        labels[missing] = None  # a missing label stays missing, not the string "nan"
+        summary.n_unlabelled = int(missing.sum())
     matrix, var = store.matrix(opts.layer)
     symbols, ok = _symbols(var, opts, store.source)
     if matrix.shape[1] != len(symbols):
@@ -372,7 +379,7 @@ def _iter(
             yield CellSentence(
                 cell_id=str(cell_ids[r]),
                 index=r,
-                label=None if labels is None else str(labels[r]),
+                label=None if labels is None else labels[r],
                 genes=tuple(names[bounds[i]:bounds[i + 1]]),
             )
         if on_progress is not None:

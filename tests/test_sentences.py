@@ -177,6 +177,16 @@ def test_lowercase_symbols_are_uppercased():
     assert all(g.startswith("CD") and g.endswith("A") for g in s[0].genes)
 
 
+def test_missing_labels_stay_missing():
+    a = make_adata()
+    a.obs["cell_type"] = pd.Categorical(a.obs["cell_type"])
+    a.obs.loc["cell5", "cell_type"] = np.nan
+    s, summary = cell_sentences(a, SentenceOptions(label_key="cell_type"))
+    assert summary.n_unlabelled == 1
+    by_id = {c.cell_id: c.label for c in s}
+    assert by_id["cell5"] is None and all(isinstance(v, str) for k, v in by_id.items() if k != "cell5")
+
+
 def test_skip_empty_false_yields_empty_cells():
     a = make_adata()
     summary = SentenceSummary()
