@@ -27,6 +27,7 @@ from circuitdb.errors import CircuitDBError
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
     "demo": "circuitdb.cli.demo:demo",
+    "sentences": "circuitdb.cli.sentences:sentences",
 }
 
 
