@@ -39,6 +39,7 @@ def base_env(run_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("NEO4J_PASSWORD", "CIRCUITDB_NEO4J_DATA", "NEO4J_URI")}
     env["CIRCUITDB_NEO4J_RUN_DIR"] = str(run_dir)
+    env["COLUMNS"] = "400"  # rich must not wrap the lines the tests read
     # Smaller JVM for tests; C1 only starts faster on a small machine.
     env.setdefault("CIRCUITDB_NEO4J_JAVA_OPTS", "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1")
     env.update(extra)
@@ -224,6 +225,18 @@ def test_down_stops_cleanly_and_frees_the_port(server) -> None:  # type: ignore[
     assert json.loads(run_cli(["db", "status", "--json"], env).stdout)["running"] is False
     log = Path(state["log"]).read_text()
     assert "CIRCUITDB_NEO4J_STOPPED" in log
+
+
+@pytest.mark.slow
+def test_never_ready_fails_loudly_and_leaves_nothing_running(toolchain, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    r = run_cli(["db", "up", "--local", "--data", str(tmp_path / "data"), "--port", str(local_neo4j.free_port()),
+                 "--timeout", "1"], base_env(run))
+    assert r.returncode == 3, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "did not come up within 1 s" in last and "--timeout" in last and str(run / "neo4j.log") in last
+    assert not (run / "state.json").exists()
+    assert local_neo4j.status(run).running is False
 
 
 @pytest.mark.neo4j

@@ -536,9 +536,10 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
             _clear_state(directory)
+            tail = _log_tail(log_path)[:300] or "the log is empty"
             raise BackendUnavailable(
-                f"local Neo4j did not come up within {timeout_s:.0f} s; see {log_path} "
-                f"(last lines: {_log_tail(log_path)[:300]})")
+                f"local Neo4j did not come up within {timeout_s:.0f} s (killed it); raise --timeout or "
+                f"see {log_path} (last lines: {tail})")
         time.sleep(0.2)
 
 
