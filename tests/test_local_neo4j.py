@@ -203,8 +203,7 @@ def test_sigterm_keeps_data_and_restart_needs_no_maven(server, tmp_path: Path) -
     (bin_dir / "java").symlink_to(Path(local_neo4j.find_toolchain(need_mvn=False).java).resolve())
     env2 = {k: v for k, v in env.items() if k != "JAVA_HOME"}
     env2["PATH"] = str(bin_dir)
-    r = run_cli(["db", "up", "--local", "--auth", "--data", str(base / "data"), "--port", str(state["port"]),
-                 "--json"], env2)
+    r = run_cli(["db", "up", "--local", "--auth", "--data", str(base / "data"), "--json"], env2)
     assert r.returncode == 0, r.stderr
     assert "building" not in r.stderr
     again = json.loads(r.stdout)

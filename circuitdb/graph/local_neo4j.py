@@ -475,6 +475,7 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
         raise InputError(f"a local Neo4j is already running at {current.uri} (pid {current.pid}, data "
                          f"{current.data_dir}); stop it with 'circuitdb db down' first")
 
+    auto_port = port is None
     if port is not None:
         if not 1 <= port <= 65535:
             raise InputError(f"--port {port} is out of range; use 1-65535")
@@ -494,26 +495,59 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
 
     directory.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
-    log_path = directory / "neo4j.log"
     opts = (java_opts if java_opts is not None
             else os.environ.get("CIRCUITDB_NEO4J_JAVA_OPTS", DEFAULT_JAVA_OPTS)).split()
-    cmd = [str(toolchain.java), *opts, "-jar", str(home / LAUNCHER_JAR),
-           "--port", str(port), "--data", str(data)]
+    launch = _Launch(java=toolchain.java, java_opts=opts, jar=home / LAUNCHER_JAR, data=data, auth=auth,
+                     password=password or "", directory=directory, timeout_s=timeout_s)
+    for attempt in range(3):
+        try:
+            return _spawn_and_wait(launch, port, on_event)
+        except _PortRace:
+            if not auto_port or attempt == 2:
+                raise port_taken_error(port) from None
+            taken, port = port, free_port()
+            if on_event:
+                on_event(f"port {taken} was taken meanwhile; using free port {port} instead")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _PortRace(Exception):
+    """The launcher could not bind its port (someone took it after our check)."""
+
+
+@dataclass(frozen=True)
+class _Launch:
+    java: Path
+    java_opts: list[str]
+    jar: Path
+    data: Path
+    auth: bool
+    password: str
+    directory: Path
+    timeout_s: float
+
+
+def _spawn_and_wait(launch: _Launch, port: int, on_event: Callback | None) -> LocalNeo4jState:
+    """Start the launcher detached, record its state, and wait for its ready line."""
+    directory = launch.directory
+    log_path = directory / "neo4j.log"
+    cmd = [str(launch.java), *launch.java_opts, "-jar", str(launch.jar),
+           "--port", str(port), "--data", str(launch.data)]
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_PASSWORD"}
-    if auth:
+    if launch.auth:
         cmd.append("--auth")
-        env["NEO4J_PASSWORD"] = password or ""
+        env["NEO4J_PASSWORD"] = launch.password
     if on_event:
-        on_event(f"starting local Neo4j {NEO4J_VERSION} on {LOOPBACK}:{port} (data {data})")
+        on_event(f"starting local Neo4j {NEO4J_VERSION} on {LOOPBACK}:{port} (data {launch.data})")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=str(directory), start_new_session=True, close_fds=True)
-    state = LocalNeo4jState(pid=proc.pid, port=port, data_dir=str(data), auth=auth,
+    state = LocalNeo4jState(pid=proc.pid, port=port, data_dir=str(launch.data), auth=launch.auth,
                             uri=f"bolt://{LOOPBACK}:{port}", log=str(log_path),
                             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     _write_state(directory, state)
 
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + launch.timeout_s
     while True:
         line = _marker_line(log_path)
         if line and line.startswith(READY_MARK):
@@ -529,7 +563,7 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
             _clear_state(directory)
             reason = line[len(FAILED_MARK):].strip() if line else _log_tail(log_path)
             if "Address already in use" in reason or "PortBindException" in reason:
-                raise port_taken_error(port)
+                raise _PortRace(reason)
             raise BackendUnavailable(f"local Neo4j failed to start: {reason[:400]} (full log: {log_path})")
         if time.monotonic() > deadline:
             _terminate(proc.pid, grace_s=20.0)
@@ -538,8 +572,8 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
             _clear_state(directory)
             tail = _log_tail(log_path)[:300] or "the log is empty"
             raise BackendUnavailable(
-                f"local Neo4j did not come up within {timeout_s:.0f} s (killed it); raise --timeout or "
-                f"see {log_path} (last lines: {tail})")
+                f"local Neo4j did not come up within {launch.timeout_s:.0f} s (killed it); raise --timeout "
+                f"or see {log_path} (last lines: {tail})")
         time.sleep(0.2)
 
 
