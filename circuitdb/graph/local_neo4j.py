@@ -286,7 +286,18 @@ def build_launcher(*, toolchain: Toolchain | None = None, on_event: Callback | N
             os.replace(staged, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        _prune_old_builds(keep=target)
     return target
+
+
+def _prune_old_builds(keep: Path) -> None:
+    """Drop launcher builds of other sources/versions (each holds ~120 MB of jars).
+
+    A server still running from one keeps its open jars (Linux frees them at exit).
+    """
+    for old in cache_dir().glob("neo4j-*"):
+        if old.is_dir() and old != keep and (old / LAUNCHER_JAR).exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- processes and ports
