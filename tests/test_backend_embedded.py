@@ -156,3 +156,22 @@ def test_demo_runs_twice_and_second_run_sees_first_graph(embedded_settings):
     assert [r["gene"] for r in b["query"]["rows"]] == ["CD79A", "MS4A1", "CD19"]
     table = run_cli(["demo"], env)
     assert table.returncode == 0 and "CD79A" in table.stderr and "0.7011" in table.stderr
+
+
+@pytest.mark.slow
+def test_idle_server_stops_itself_but_not_while_a_client_is_connected(tmp_path):
+    settings = embedded_settings_for(tmp_path / "idle")
+    try:
+        server = arcade.ensure_server(settings.embedded_dir, heap=settings.embedded_heap, idle_s=1.5, poll_s=0.3)
+        with open_backend(settings) as graph:
+            time.sleep(3.0)  # longer than the idle timeout, but a connection is open
+            assert graph.run("admin/ping") == [{"ok": 1}]
+        deadline = time.monotonic() + 30
+        while arcade.read_state(settings.embedded_dir) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert arcade.read_state(settings.embedded_dir) is None
+        assert not (settings.embedded_dir / "server.json").exists()
+        assert "idle for" in (settings.embedded_dir / "server.log").read_text()
+        assert server.pid > 0
+    finally:
+        arcade.stop_server(settings.embedded_dir)

@@ -155,7 +155,7 @@ def _locked(data_dir: Path) -> Iterator[None]:
 
 
 def ensure_server(
-    data_dir: Path, *, heap: str = "1g", idle_s: float = 1800.0, timeout_s: float = 120.0
+    data_dir: Path, *, heap: str = "1g", idle_s: float = 1800.0, timeout_s: float = 120.0, poll_s: float = 5.0
 ) -> EmbeddedServer:
     """Reuse the embedded server of ``data_dir`` or start one, and return it once it accepts Bolt.
 
@@ -169,6 +169,8 @@ def ensure_server(
         Idle timeout of a newly started server in seconds (0 = never).
     timeout_s
         How long to wait for a new server to come up.
+    poll_s
+        How often a new server checks whether it is idle.
 
     Returns
     -------
@@ -183,18 +185,19 @@ def ensure_server(
     with _locked(data_dir):
         state = read_state(data_dir)
         if state is None:
-            state = _start(data_dir, heap=heap, idle_s=idle_s, timeout_s=timeout_s)
+            state = _start(data_dir, heap=heap, idle_s=idle_s, timeout_s=timeout_s, poll_s=poll_s)
     touch(data_dir)
     return state
 
 
-def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float) -> EmbeddedServer:
+def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s: float) -> EmbeddedServer:
     credentials(data_dir)
     with contextlib.suppress(FileNotFoundError):
         (data_dir / STATE_FILE).unlink()  # stale: its server is gone
     log_path = data_dir / LOG_FILE
     argv = [
         sys.executable, "-m", MODULE, "--data", str(data_dir), "--heap", heap, "--idle-timeout", str(idle_s),
+        "--poll", str(poll_s),
     ]
     # posix_spawn, not subprocess.Popen: the server outlives this process by design, and a Popen
     # object would complain when collected while its child still runs. setsid: ^C in the

@@ -287,6 +287,27 @@ class GraphBackend:
                                scrub=self._scrub, embedded_dir=self.data_dir)
 
 
+_REASONS = (
+    ("connection refused", "connection refused"),
+    ("timed out", "connection timed out"),
+    ("closed without handshake", "connection closed by the server"),
+    ("failed to read", "connection lost"),
+    ("defunct", "connection lost"),
+    ("name or service not known", "unknown host"),
+    ("no address associated", "unknown host"),
+    ("temporary failure in name resolution", "unknown host"),
+)
+
+
+def _short_reason(message: str) -> str:
+    """A few words for a driver's long connection error (the full text is in CIRCUITDB_DEBUG tracebacks)."""
+    low = message.lower()
+    for needle, reason in _REASONS:
+        if needle in low:
+            return reason
+    return message[:160]
+
+
 def _fix_unreachable(embedded_dir: Path | None) -> str:
     if embedded_dir is not None:
         return f"rerun to restart the embedded server (log: {embedded_dir / 'server.log'})"
@@ -319,7 +340,7 @@ def translate_error(
         )
     if isinstance(exc, (neo4j_exc.ServiceUnavailable, neo4j_exc.SessionExpired, neo4j_exc.TransientError,
                         neo4j_exc.ConnectionAcquisitionTimeoutError, neo4j_exc.IncompleteCommit, OSError)):
-        return BackendUnavailable(f"graph backend at {uri} is unavailable during {what} ({message}); "
+        return BackendUnavailable(f"graph backend at {uri} is unavailable during {what} ({_short_reason(message)}); "
                                   f"{_fix_unreachable(embedded_dir)}")
     if isinstance(exc, neo4j_exc.ConfigurationError):
         return InputError(f"bad connection settings for {uri}: {message}; check --neo4j-uri and NEO4J_* variables")
