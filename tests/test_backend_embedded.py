@@ -175,3 +175,11 @@ def test_idle_server_stops_itself_but_not_while_a_client_is_connected(tmp_path):
         assert server.pid > 0
     finally:
         arcade.stop_server(settings.embedded_dir)
+
+
+def test_status_and_down_helpers(tmp_path):
+    from circuitdb.cli.db import down_embedded, embedded_status
+
+    settings = embedded_settings_for(tmp_path / "none")
+    assert embedded_status(settings)["running"] is False
+    assert down_embedded(settings).startswith("no embedded graph server running")

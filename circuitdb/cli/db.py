@@ -68,3 +68,28 @@ def init(ctx: click.Context, as_json: bool) -> None:
     if items:
         console.print(table)
     info(f"schema: {created} created, {len(items) - created} already present")
+
+
+# -- for `db down --embedded` / `db status` (the local-Neo4j commands live in circuitdb.cli.db_local) --
+
+
+def down_embedded(settings: Settings) -> str:
+    """Stop the embedded ArcadeDB server of ``settings.embedded_dir``; returns what happened (one line)."""
+    from circuitdb.graph import arcade
+
+    stopped = arcade.stop_server(settings.embedded_dir)
+    if stopped is None:
+        return f"no embedded graph server running for {settings.embedded_dir}"
+    return f"embedded graph server at {stopped.uri} (pid {stopped.pid}) stopped; data kept in {settings.embedded_dir}"
+
+
+def embedded_status(settings: Settings) -> dict:
+    """State of the embedded server: running or not, its URI, pid, version and data dir (no password)."""
+    from circuitdb.graph import arcade
+
+    state = arcade.read_state(settings.embedded_dir)
+    out: dict = {"backend": "arcadedb", "running": state is not None, "data_dir": str(settings.embedded_dir)}
+    if state is not None:
+        out.update(uri=state.uri, pid=state.pid, version=state.version, database=state.database,
+                   idle_timeout_s=state.idle_timeout_s)
+    return out
