@@ -21,6 +21,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -208,7 +209,10 @@ def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     try:
-        pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        try:
+            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        except NotImplementedError:  # no POSIX_SPAWN_SETSID on this platform
+            pid = _popen_detached(argv, log_path)
     except OSError as exc:
         raise BackendUnavailable(f"cannot start the embedded graph server: {exc}; check that {data_dir} is writable") from None
     deadline = time.monotonic() + timeout_s
@@ -228,6 +232,18 @@ def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s
     raise BackendUnavailable(
         f"the embedded graph server did not come up within {timeout_s:.0f}s; see {log_path}, or use a Neo4j server via --neo4j-uri"
     )
+
+
+#: Popen handles of servers started by the fallback path, kept so they are never collected while running.
+_DETACHED: list[subprocess.Popen] = []
+
+
+def _popen_detached(argv: list[str], log_path: Path) -> int:
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _DETACHED.append(proc)
+    return proc.pid
 
 
 def _log_hint(log_path: Path) -> str:
