@@ -131,6 +131,8 @@ def test_data_persists_across_server_restart_and_crash(tmp_path):
         deadline = time.monotonic() + 10
         while arcade.read_state(settings.embedded_dir) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
+        # and lost credentials (the fix the corrupt-credentials error suggests): new password, same data
+        (settings.embedded_dir / "credentials.json").unlink()
         with open_backend(settings) as graph:
             assert graph.run("admin/count_graph")[0]["nodes"] == example_graph().n_nodes
             info = graph.ping()

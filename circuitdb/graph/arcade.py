@@ -34,6 +34,7 @@ from circuitdb.graph.arcade_server import (
     LAST_USED_FILE,
     LOG_FILE,
     MODULE,
+    ROOT_DIR,
     STATE_FILE,
     write_json_atomic,
 )
@@ -69,6 +70,10 @@ def credentials(data_dir: Path) -> tuple[str, str]:
     path = Path(data_dir) / CREDENTIALS_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # ArcadeDB takes the root password only when it creates its users file; a new password
+        # needs a new users file (the databases are untouched).
+        with contextlib.suppress(FileNotFoundError):
+            (Path(data_dir) / ROOT_DIR / "config" / "server-users.jsonl").unlink()
         write_json_atomic(path, {"user": ROOT_USER, "password": secrets.token_urlsafe(24)}, mode=0o600)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
