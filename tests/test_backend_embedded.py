@@ -30,6 +30,10 @@ def test_ping_names_arcadedb_agent_and_version(embedded_settings):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["backend"] == "arcadedb" and out["uri"] == info.uri  # the CLI reused the running server
+    password = arcade.credentials(embedded_settings.embedded_dir)[1]
+    assert password not in r.stdout + r.stderr
+    assert password not in (embedded_settings.embedded_dir / "server.log").read_text()
+    assert (embedded_settings.embedded_dir / "credentials.json").stat().st_mode & 0o077 == 0  # owner only
 
 
 def test_db_init_twice_is_idempotent(embedded_settings):
