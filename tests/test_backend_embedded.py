@@ -30,6 +30,11 @@ def test_ping_names_arcadedb_agent_and_version(embedded_settings):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["backend"] == "arcadedb" and out["uri"] == info.uri  # the CLI reused the running server
+    # the --embedded-dir option wins over the environment
+    other = cli_env(embedded_settings_for(embedded_settings.embedded_dir / "not-this-one"))
+    r2 = run_cli(["--embedded-dir", str(embedded_settings.embedded_dir), "db", "ping", "--json"], other)
+    assert r2.returncode == 0 and json.loads(r2.stdout)["uri"] == info.uri, r2.stderr
+    assert not (embedded_settings.embedded_dir / "not-this-one").exists()
     password = arcade.credentials(embedded_settings.embedded_dir)[1]
     assert password not in r.stdout + r.stderr
     assert password not in (embedded_settings.embedded_dir / "server.log").read_text()

@@ -13,9 +13,9 @@ from circuitdb.config import Settings
 
 
 def settings_from_ctx(ctx: click.Context) -> Settings:
-    """Settings from the environment plus the root group's ``--neo4j-uri``."""
+    """Settings from the environment plus the root group's ``--neo4j-uri`` and ``--embedded-dir``."""
     obj = ctx.find_root().obj or {}
-    return Settings.from_env(neo4j_uri=obj.get("neo4j_uri"))
+    return Settings.from_env(neo4j_uri=obj.get("neo4j_uri"), embedded_dir=obj.get("embedded_dir"))
 
 
 @click.group()
