@@ -85,10 +85,16 @@ def resolve(statement: CypherStatement | str) -> CypherStatement:
     return load(section or "library", name)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
     """Parameter values the driver can send: numpy scalars/arrays, tuples and paths become plain Python."""
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if (type(value) is list and value and type(value[0]) is dict
+            and all(type(row) is dict and all(type(v) in _SCALARS for v in row.values()) for row in value)):
+        return value  # fast path: rows of plain scalars (the common batch) go as they are
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
