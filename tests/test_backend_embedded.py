@@ -46,14 +46,14 @@ def test_db_init_twice_is_idempotent(embedded_settings):
     first = run_cli(["db", "init", "--json"], env)
     second = run_cli(["db", "init", "--json"], env)
     assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
-    names = {name for name, _, _ in schema_statements()}
+    names = {s.name for s in schema_statements()}
     again = json.loads(second.stdout)
     assert again["created"] == 0 and {i["name"] for i in again["items"]} == names
     with open_backend(embedded_settings) as graph:
         constraints = [row["name"] for row in graph.run("admin/show_constraints") if row["type"] == "UNIQUENESS"]
         indexes = [row["name"] for row in graph.run("admin/show_indexes")]
     assert len(constraints) == len(set(constraints))  # no duplicates
-    wanted = {name for name, kind, _ in schema_statements() if kind == "constraint"}
+    wanted = {s.name for s in schema_statements() if s.kind == "constraint"}
     assert wanted <= set(constraints)
     assert "drives_circuit" in indexes
 

@@ -30,7 +30,7 @@ def test_db_init_twice_on_neo4j(neo4j_settings, tmp_path):
     with open_backend(neo4j_settings) as graph:
         names = [row["name"] for row in graph.run("admin/show_constraints")]
     assert len(names) == len(set(names))
-    assert {n for n, kind, _ in schema_statements() if kind == "constraint"} <= set(names)
+    assert {s.name for s in schema_statements() if s.kind == "constraint"} <= set(names)
 
 
 def _paths(graph):

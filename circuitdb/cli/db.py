@@ -55,19 +55,22 @@ def init(ctx: click.Context, as_json: bool) -> None:
     with open_backend(settings_from_ctx(ctx)) as graph:
         items = apply_schema(graph)
         where = f"{graph.backend} at {graph.uri}"
-    created = sum(item.created for item in items)
+    counts = {status: sum(item.status == status for item in items) for status in ("created", "exists", "skipped")}
     if as_json:
-        emit_json({"backend": where, "created": created, "existing": len(items) - created,
-                   "items": [item.__dict__ for item in items]})
+        emit_json({"backend": where, "created": counts["created"], "existing": counts["exists"],
+                   "skipped": counts["skipped"], "items": [item.__dict__ for item in items]})
         return
     table = Table(title=f"schema on {where}")
     for column in ("name", "kind", "status"):
         table.add_column(column)
+    styles = {"created": "[green]created[/green]", "exists": "exists",
+              "skipped": "[yellow]skipped (unsupported here)[/yellow]"}
     for item in items:
-        table.add_row(item.name, item.kind, "[green]created[/green]" if item.created else "exists")
+        table.add_row(item.name, item.kind, styles[item.status])
     if items:
         console.print(table)
-    info(f"schema: {created} created, {len(items) - created} already present")
+    info(f"schema: {counts['created']} created, {counts['exists']} already present"
+         + (f", {counts['skipped']} skipped (unsupported on {graph.backend})" if counts["skipped"] else ""))
 
 
 # -- for `db down --embedded` / `db status` (the local-Neo4j commands live in circuitdb.cli.db_local) --
