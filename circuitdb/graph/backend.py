@@ -385,6 +385,9 @@ def open_backend(settings: Settings | None = None, *, verify: bool = True) -> Gr
         "max_transaction_retry_time": settings.retry_s,
         "connection_acquisition_timeout": max(settings.connect_timeout_s * 2, 10.0),
         "user_agent": f"circuitdb/{__version__}",
+        # Server notifications (e.g. "label does not exist") would reach stderr through the driver's
+        # logger and break one-line output; queries are checked by tests instead.
+        "notifications_min_severity": "OFF",
     }
     if settings.neo4j_uri:
         uri, user, secret = settings.neo4j_uri, settings.neo4j_username, settings.neo4j_password
