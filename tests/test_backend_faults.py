@@ -14,7 +14,7 @@ from circuitdb.graph import arcade
 from circuitdb.graph.arcade_server import free_port
 from circuitdb.graph.backend import open_backend
 from circuitdb.graph.example import example_graph
-from tests.conftest import cli_env, embedded_settings_for, run_cli
+from backend_helpers import cli_env, embedded_settings_for, run_cli
 
 SECRET = "s3cret-Pa55word-never-shown"
 

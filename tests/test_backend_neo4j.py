@@ -9,7 +9,7 @@ import pytest
 from circuitdb.graph.backend import open_backend
 from circuitdb.graph.example import B_CELL, MONOCYTE, circuit_id, example_graph, load_example
 from circuitdb.graph.schema import apply_schema, schema_statements
-from tests.conftest import cli_env, run_cli
+from backend_helpers import cli_env, run_cli
 
 pytestmark = pytest.mark.neo4j
 
