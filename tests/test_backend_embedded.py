@@ -146,6 +146,14 @@ def test_data_persists_across_server_restart_and_crash(tmp_path):
             assert graph.run("admin/count_graph")[0]["nodes"] == example_graph().n_nodes
             info = graph.ping()
         assert info.backend == "arcadedb"
+
+        # lost while a server runs: that server is replaced, not left with a password nobody knows
+        third = arcade.read_state(settings.embedded_dir)
+        (settings.embedded_dir / "credentials.json").unlink()
+        with open_backend(settings) as graph:
+            assert graph.run("admin/count_graph")[0]["nodes"] == example_graph().n_nodes
+        fourth = arcade.read_state(settings.embedded_dir)
+        assert third is not None and fourth is not None and fourth.pid != third.pid
     finally:
         arcade.stop_server(settings.embedded_dir)
     assert arcade.read_state(settings.embedded_dir) is None

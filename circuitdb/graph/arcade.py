@@ -65,10 +65,10 @@ class EmbeddedServer:
         return f"bolt://{self.host}:{self.bolt_port}"
 
 
-def credentials(data_dir: Path) -> tuple[str, str]:
+def credentials(data_dir: Path, *, create: bool = True) -> tuple[str, str]:
     """The root user and password of this data dir, created (mode 0600) on first use."""
     path = Path(data_dir) / CREDENTIALS_FILE
-    if not path.exists():
+    if not path.exists() and create:
         path.parent.mkdir(parents=True, exist_ok=True)
         # ArcadeDB takes the root password only when it creates its users file; a new password
         # needs a new users file (the databases are untouched).
@@ -125,7 +125,10 @@ def read_state(data_dir: Path) -> EmbeddedServer | None:
     data_dir = Path(data_dir)
     try:
         raw = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
-        user, password = credentials(data_dir)
+        if (data_dir / CREDENTIALS_FILE).exists():
+            user, password = credentials(data_dir, create=False)
+        else:  # lost: the server runs with a password nobody knows (ensure_server replaces it)
+            user, password = ROOT_USER, ""
         state = EmbeddedServer(
             data_dir=data_dir,
             pid=int(raw["pid"]),
@@ -189,11 +192,22 @@ def ensure_server(
     """
     data_dir = Path(data_dir).expanduser().resolve()
     with _locked(data_dir):
+        if not (data_dir / CREDENTIALS_FILE).exists():
+            _stop_orphan(data_dir)  # a server still running with credentials nobody knows any more
         state = read_state(data_dir)
         if state is None:
             state = _start(data_dir, heap=heap, idle_s=idle_s, timeout_s=timeout_s, poll_s=poll_s)
     touch(data_dir)
     return state
+
+
+def _stop_orphan(data_dir: Path) -> None:
+    try:
+        pid = int(json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if _pid_alive(pid):
+        _terminate(pid, timeout_s=30.0)
 
 
 def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s: float) -> EmbeddedServer:
