@@ -335,6 +335,11 @@ def translate_error(
         return exc
     message = scrub(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
     code = getattr(exc, "code", None) or ""
+    if (isinstance(exc, neo4j_exc.AuthError) or code.startswith("Neo.ClientError.Security")) and embedded_dir:
+        return BackendUnavailable(
+            f"the embedded graph server at {uri} refused its stored credentials ({message}); stop it "
+            f"(circuitdb db down --embedded, or kill the pid in {embedded_dir / 'server.json'}) and rerun"
+        )
     if isinstance(exc, neo4j_exc.AuthError) or code.startswith("Neo.ClientError.Security"):
         return BackendUnavailable(
             f"authentication failed at {uri} for user {user!r} ({message}); "
