@@ -35,11 +35,12 @@ def ping(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(server.as_dict())
         return
-    info(f"backend  [bold]{server.backend}[/bold]")
-    info(f"uri      {server.uri}")
-    info(f"agent    {server.agent}")
-    info(f"version  {server.version}")
-    info(f"database {server.database or '(server default)'}")
+    # the result itself, so it shows under -q too
+    console.print(f"backend  [bold]{server.backend}[/bold]")
+    console.print(f"uri      {server.uri}")
+    console.print(f"agent    {server.agent}")
+    console.print(f"version  {server.version}")
+    console.print(f"database {server.database or '(server default)'}")
 
 
 @db.command()
