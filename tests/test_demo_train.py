@@ -78,3 +78,19 @@ def test_train_refuses_non_empty_out(adata40, tmp_path):
     with pytest.raises(InputError, match="not empty"):
         train(TrainConfig(**TINY), tmp_path / "x", adata=adata40, max_steps=1)
     assert (tmp_path / "x" / "f").read_text() == "keep"
+
+
+@pytest.mark.slow
+def test_cli_train_tiny_model(tmp_path):
+    from click.testing import CliRunner
+
+    from circuitdb.cli import cli
+
+    out = tmp_path / "cli-model"
+    r = CliRunner().invoke(cli, ["--hide-progress", "demo-model", "train", "--out", str(out), "--epochs", "1",
+                                 "--layers", "1", "--d-model", "32", "--heads", "2", "--top-k", "6",
+                                 "--eval-every", "0", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "circuitdb.json").read_text())
+    assert meta["top_k"] == 6 and meta["n_train_cells"] == 560 and meta["n_heldout_cells"] == 140
+    assert meta["train_config"]["d_model"] == 32

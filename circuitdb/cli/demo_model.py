@@ -31,9 +31,13 @@ def path_cmd() -> None:
 @click.option("--epochs", type=int, default=None, help="Training epochs (default: the shipped model's).")
 @click.option("--top-k", type=int, default=None, help="Genes per cell sentence (default: the shipped model's).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads (results depend on it).")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads (results depend on it).")
 @click.option("--eval-every", type=int, default=None, help="Held-out accuracy every N epochs (0: only at the end).")
-def train_cmd(out: Path, epochs: int | None, top_k: int | None, seed: int, threads: int, eval_every: int | None) -> None:
+@click.option("--layers", type=int, default=None, help="Transformer layers (default: the shipped model's).")
+@click.option("--d-model", type=int, default=None, help="Residual width; d_mlp is 4x (default: the shipped model's).")
+@click.option("--heads", type=int, default=None, help="Attention heads (default: the shipped model's).")
+def train_cmd(out: Path, epochs: int | None, top_k: int | None, seed: int, threads: int, eval_every: int | None,
+              layers: int | None, d_model: int | None, heads: int | None) -> None:
     """Train tokenizer + model from scratch on pbmc68k_reduced (held-out cells 0, 5, 10, ... never seen)."""
     from dataclasses import replace
 
@@ -46,16 +50,20 @@ def train_cmd(out: Path, epochs: int | None, top_k: int | None, seed: int, threa
         cfg = replace(cfg, top_k=top_k)
     if eval_every is not None:
         cfg = replace(cfg, eval_every=eval_every)
+    if layers is not None:
+        cfg = replace(cfg, n_layers=layers)
+    if d_model is not None:
+        cfg = replace(cfg, d_model=d_model, d_mlp=4 * d_model)
+    if heads is not None:
+        cfg = replace(cfg, n_heads=heads)
     with progress(transient=False) as bar:
         task = bar.add_task("training", total=None, status="")
-        last = {"acc": float("nan")}
 
         def cb(m: dict[str, float]) -> None:
             acc = m["heldout_acc"]
             acc_txt = "-" if acc != acc else f"{acc:.3f}"
             bar.update(task, total=m["total"], completed=m["step"],
                        status=f"epoch {int(m['epoch'])} loss {m['loss']:.3f} held-out acc {acc_txt}")
-            last["acc"] = acc
 
         result = train(cfg, out, callback=cb)
     info(

@@ -55,7 +55,9 @@ def load_model_dir(model_dir: Path | str, *, dtype: str = "float32") -> ModelBun
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bars only
     d = Path(model_dir)
     if not d.is_dir():
         raise InputError(f"model directory {d} does not exist; pass --model DIR (e.g. \"$(circuitdb demo-model path)\")")

@@ -69,7 +69,7 @@ class TrainConfig:
     n_heads: int = 4
     d_mlp: int = 512
     rotary_pct: float = 0.25
-    epochs: int = 30
+    epochs: int = 16
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -83,7 +83,7 @@ class TrainConfig:
     holdout_every: int = 5
     eval_every: int = 2
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     organism: str = DEFAULT_ORGANISM
     label_key: str = "bulk_labels"
 
@@ -383,6 +383,9 @@ def _save(model: Any, tokenizer: Any, meta: dict[str, Any], out: Path) -> None:
     from circuitdb.demo.card import model_card
     from circuitdb.demo.predict import tokenizer_fingerprint
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
