@@ -45,7 +45,8 @@ GPT-NeoX (`GPTNeoXForCausalLM`), Pythia-style: parallel residual, rotary on {tc[
   Loss = answer-token cross-entropy + {tc['lm_weight']} x cross-entropy of the prompt tokens (language modelling on the cell sentence).
 - Augmentation: with probability {tc['aug_prob']}, the ranked list is truncated to a random length in [{tc['aug_min_frac']} x top-k, top-k] and each gene then dropped with probability {tc['aug_drop']} (order kept).
 - AdamW lr {tc['lr']} (warmup {tc['warmup_frac']}, cosine to {tc['min_lr_frac']} x lr), weight decay {tc['weight_decay']}, batch {tc['batch_size']}, {tc['epochs']} epochs, dropout {tc['dropout']}, seed {tc['seed']}, {tc['threads']} threads.
-- This run: {meta['train_wall_s']:.0f} s wall, {meta['train_cpu_s']:.0f} s CPU (torch {meta['torch']}).
+- This run: {meta['train_wall_s']:.0f} s wall, {meta['train_cpu_s']:.0f} s CPU (torch {meta['torch']}). Wall time depends on how busy the
+  machine is; with {tc['threads']} thread(s) the CPU time is about the wall time on an idle machine.
 
 ## Accuracy
 Scored by ranking the {len(meta['cell_types'])} candidate answers by summed answer-token log-probability (no free generation):
