@@ -26,10 +26,10 @@ from circuitdb.errors import CircuitDBError
 
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
-    "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
     "demo-model": "circuitdb.cli.demo_model:demo_model",
     "predict": "circuitdb.cli.predict:predict",
+    "sentences": "circuitdb.cli.sentences:sentences",
 }
 
 
