@@ -74,7 +74,7 @@ def test_mismatched_tokenizer_exits_2(small_h5ad, tmp_path, capsys):
 
 def test_missing_data_and_bad_label_key_exit_2(small_h5ad, tmp_path, capsys):
     code, err = run_main(["predict", "--model", str(model_dir()), str(tmp_path / "nope.h5ad")], capsys)
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "no such file" in err
     corrupt = tmp_path / "corrupt.h5ad"
     corrupt.write_bytes(b"not an hdf5 file")
     code, err = run_main(["predict", "--model", str(model_dir()), str(corrupt)], capsys)
@@ -86,3 +86,24 @@ def test_missing_data_and_bad_label_key_exit_2(small_h5ad, tmp_path, capsys):
 def test_demo_model_path_prints_shipped_dir():
     r = CliRunner().invoke(cli, ["demo-model", "path"])
     assert r.exit_code == 0 and r.stdout.strip() == str(model_dir())
+
+
+def test_cell_without_expressed_genes_is_kept_unscored_and_counted(tmp_path):
+    import anndata
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    ad = sc.datasets.pbmc68k_reduced()[:6].copy()
+    raw = sp.csr_matrix(ad.raw.X).toarray()
+    raw[2] = 0.0
+    ad.raw = anndata.AnnData(X=sp.csr_matrix(raw), var=ad.raw.var, obs=ad.obs)
+    path = tmp_path / "empty_cell.h5ad"
+    ad.write_h5ad(path)
+    out = tmp_path / "p.csv"
+    r = CliRunner().invoke(cli, ["--hide-progress", "predict", "--model", str(model_dir()), str(path),
+                                 "--json", "--out", str(out)])  # label key defaults to the model's
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    df = pd.read_csv(out, keep_default_na=False)
+    assert len(df) == 6 and df.loc[2, "predicted"] == "" and df.loc[2, "margin"] == ""
+    assert summary["n_skipped_no_genes"] == 1 and summary["n_scored"] == 5

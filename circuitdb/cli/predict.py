@@ -15,7 +15,7 @@ from circuitdb.cli.console import emit_json, info, progress
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--model", "model", required=True, type=click.Path(path_type=Path),
               help="Model directory (e.g. \"$(circuitdb demo-model path)\").")
-@click.option("--label-key", default=None, help="obs column with true labels (default: the model's).")
+@click.option("--label-key", default=None, help="obs column with true labels (default: the model's, if present).")
 @click.option("--top-k", type=int, default=None, help="Genes per sentence (default: the model's own top-k).")
 @click.option("--layer", default="raw", show_default=True, help="raw, X or a layer name.")
 @click.option("--symbol-key", default=None, help="var column with gene symbols (Ensembl-indexed data).")
@@ -26,19 +26,20 @@ from circuitdb.cli.console import emit_json, info, progress
 def predict(data: Path, model: Path, label_key: str | None, top_k: int | None, layer: str, symbol_key: str | None,
             batch_size: int, out: Path | None, as_json: bool) -> None:
     """Predict each cell's type in DATA (.h5ad/.zarr) by summed answer log-probability."""
-    from circuitdb.demo.predict import load_model_dir, predict_cells, read_data
+    from circuitdb.demo.predict import load_model_dir, predict_cells
     from circuitdb.errors import InputError
+    from circuitdb.loaders.io import open_cells
 
     if out is not None and not out.parent.exists():
         raise InputError(f"the folder of --out {out} does not exist; create it first")
     bundle = load_model_dir(model)
-    adata = read_data(data)
-    label_key = label_key or bundle.meta.get("label_key")
-    if label_key is not None and label_key not in adata.obs.columns:
-        raise InputError(f"no obs column {label_key!r}; columns: {', '.join(map(str, adata.obs.columns)) or 'none'}")
-    with progress() as bar:
-        task = bar.add_task("scoring cells", total=adata.n_obs)
-        preds = predict_cells(bundle, adata, label_key=label_key, top_k=top_k, layer=layer, symbol_key=symbol_key,
+    with open_cells(data) as store, progress() as bar:
+        if label_key is None and bundle.meta.get("label_key") in store.obs.columns:
+            label_key = bundle.meta["label_key"]  # the model's own label column, when the data has it
+        if label_key is not None and label_key not in store.obs.columns:
+            raise InputError(f"no obs column {label_key!r} for --label-key; obs columns: {', '.join(map(str, store.obs.columns)) or 'none'}")
+        task = bar.add_task("scoring cells", total=store.n_obs)
+        preds = predict_cells(bundle, store, label_key=label_key, top_k=top_k, layer=layer, symbol_key=symbol_key,
                               batch_size=batch_size, callback=lambda n: bar.advance(task, n))
     summary = preds.summary()
     if out is not None:

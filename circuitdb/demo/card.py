@@ -43,6 +43,8 @@ GPT-NeoX (`GPTNeoXForCausalLM`), Pythia-style: parallel residual, rotary on {tc[
 ## Training
 - Tasks, as C2S: each example is the C2S cell-type prompt around the cell's sentence, then the answer `" {{cell_type}}."`.
   Loss = answer-token cross-entropy + {tc['lm_weight']} x cross-entropy of the prompt tokens (language modelling on the cell sentence).
+- Ties: most of a top-k list in log-normalised counts is ties (equal values), ordered by the sentence builder's seeded tie key.
+  {"Each epoch re-draws that tie order with a fresh tie seed, so no arbitrary order is memorised; held-out and predicted sentences use tie seed 0." if tc.get('resample_ties') else "Training uses tie seed 0, as evaluation does."}
 - Augmentation: with probability {tc['aug_prob']}, the ranked list is truncated to a random length in [{tc['aug_min_frac']} x top-k, top-k] and each gene then dropped with probability {tc['aug_drop']} (order kept).
 - AdamW lr {tc['lr']} (warmup {tc['warmup_frac']}, cosine to {tc['min_lr_frac']} x lr), weight decay {tc['weight_decay']}, batch {tc['batch_size']}, {tc['epochs']} epochs, dropout {tc['dropout']}, seed {tc['seed']}, {tc['threads']} threads.
 - This run: {meta['train_wall_s']:.0f} s wall, {meta['train_cpu_s']:.0f} s CPU (torch {meta['torch']}). Wall time depends on how busy the

@@ -46,6 +46,9 @@ def read_meta(model_dir: Path) -> dict[str, Any]:
 def load_model_dir(model_dir: Path | str, *, dtype: str = "float32") -> ModelBundle:
     """Load a causal LM + its fast tokenizer from a local directory, checking they belong together.
 
+    Loading goes through :func:`circuitdb.loaders.model.load_model`; on top of its checks,
+    a ``circuitdb.json`` ``tokenizer_sha256`` must match ``tokenizer.json``.
+
     Raises
     ------
     InputError
@@ -53,48 +56,19 @@ def load_model_dir(model_dir: Path | str, *, dtype: str = "float32") -> ModelBun
         the model (vocabulary larger than the embedding, or a fingerprint in
         ``circuitdb.json`` that differs from ``tokenizer.json``).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from circuitdb.loaders.model import load_model
 
-    hf_logging.disable_progress_bar()  # our own progress bars only
     d = Path(model_dir)
     if not d.is_dir():
         raise InputError(f"model directory {d} does not exist; pass --model DIR (e.g. \"$(circuitdb demo-model path)\")")
     if not any((d / w).is_file() for w in WEIGHT_FILES):
         raise InputError(f"{d} has no model weights (model.safetensors); point --model at a saved model directory")
-    if not (d / "tokenizer.json").is_file() and not (d / "tokenizer_config.json").is_file():
-        raise InputError(f"{d} has no tokenizer (tokenizer.json); save the tokenizer next to the weights")
     meta = read_meta(d)
     want = meta.get("tokenizer_sha256")
     if want and (d / "tokenizer.json").is_file() and tokenizer_fingerprint(d) != want:
         raise InputError(f"the tokenizer in {d} does not match the model (tokenizer.json fingerprint differs from circuitdb.json); restore the model's own tokenizer")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, dtype=getattr(torch, dtype))
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"cannot load the model in {d}: {str(exc).splitlines()[0]}; check the directory is a complete saved model") from None
-    n_embed = model.get_input_embeddings().weight.shape[0]
-    if len(tok) > n_embed:
-        raise InputError(f"the tokenizer in {d} has {len(tok)} tokens but the model embeds {n_embed}; use the model's own tokenizer")
-    model.eval()
-    return ModelBundle(model=model, tokenizer=tok, meta=meta, path=d)
-
-
-def read_data(path: Path | str) -> Any:
-    """Read an ``.h5ad`` or ``.zarr`` AnnData, with one-line errors for missing or corrupt files."""
-    import anndata as ad
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"data file {p} does not exist; pass an .h5ad or .zarr AnnData")
-    try:
-        if p.suffix == ".zarr" or p.is_dir():
-            return ad.read_zarr(str(p))
-        return ad.read_h5ad(str(p))
-    except Exception as exc:  # noqa: BLE001 - h5py/zarr raise many types for a corrupt file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot read {p} as AnnData ({first}); is it a valid .h5ad/.zarr file?") from None
+    loaded = load_model(d, dtype=dtype)
+    return ModelBundle(model=loaded.model, tokenizer=loaded.tokenizer, meta=meta, path=d)
 
 
 @dataclass
@@ -136,7 +110,7 @@ class Predictions:
 
 def predict_cells(
     bundle: ModelBundle,
-    adata: Any,
+    data: Any,
     *,
     label_key: str | None,
     top_k: int | None = None,
@@ -153,8 +127,9 @@ def predict_cells(
     ----------
     bundle
         From :func:`load_model_dir`.
-    adata
-        Cells to predict (in memory).
+    data
+        Cells to predict: an ``.h5ad``/``.zarr`` path (streamed), an AnnData or a
+        :class:`~circuitdb.loaders.io.CellStore`.
     label_key
         ``obs`` column with true labels, or ``None``.
     top_k, organism
@@ -170,7 +145,7 @@ def predict_cells(
 
     from circuitdb.loaders.prompts import DEFAULT_ORGANISM, PromptTemplate, build_prompt
     from circuitdb.loaders.scoring import score_candidates
-    from circuitdb.loaders.sentences import DEFAULT_TOP_K, SentenceOptions, iter_cell_sentences
+    from circuitdb.loaders.sentences import DEFAULT_TOP_K, SentenceOptions, SentenceSummary, iter_cell_sentences
 
     meta = bundle.meta
     top_k = int(top_k or meta.get("top_k") or DEFAULT_TOP_K)
@@ -180,7 +155,10 @@ def predict_cells(
         prompt=meta.get("prompt_template", PromptTemplate().prompt),
         answer=meta.get("answer_template", PromptTemplate().answer),
     )
-    cells = list(iter_cell_sentences(adata, SentenceOptions(top_k=top_k, layer=layer, symbol_key=symbol_key, label_key=label_key)))
+    opts = SentenceOptions(top_k=top_k, layer=layer, symbol_key=symbol_key, label_key=label_key, organism=organism, skip_empty=False)
+    summary = SentenceSummary()
+    cells = list(iter_cell_sentences(data, opts, summary=summary))
+    organism = opts.organism
     if cell_types is None:
         cell_types = meta.get("cell_types")
     if not cell_types:

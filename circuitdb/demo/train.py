@@ -54,6 +54,10 @@ class TrainConfig:
         (the ranked order is kept).
     dropout
         Hidden and attention dropout during training.
+    resample_ties
+        Re-draw the order of equal expression values (the sentence builder's tie seed) every
+        epoch, so the model never learns one arbitrary order of tied genes. Held-out and
+        predicted sentences use the default tie seed 0.
     holdout_every
         Cells at obs positions divisible by this are held out.
     eval_every
@@ -80,6 +84,7 @@ class TrainConfig:
     aug_min_frac: float = 0.5
     aug_drop: float = 0.1
     dropout: float = 0.0
+    resample_ties: bool = True
     holdout_every: int = 5
     eval_every: int = 2
     seed: int = 0
@@ -136,6 +141,20 @@ def _augment(genes: tuple[str, ...], rng: np.random.Generator, cfg: TrainConfig)
     k = int(rng.integers(lo, len(genes) + 1))
     keep = [g for g in genes[:k] if rng.random() >= cfg.aug_drop]
     return tuple(keep) if keep else genes[:1]
+
+
+def _epoch_sentences(adata: Any, train_cells: Sequence[CellSentence], cfg: TrainConfig, epoch: int) -> list[CellSentence]:
+    """The training cells' sentences for one epoch: with ``resample_ties``, equal expression values
+    are re-ordered by a fresh tie seed each epoch (they are exchangeable; in log-normalised
+    counts most of a top-k list is ties), otherwise the evaluation sentences themselves."""
+    if not cfg.resample_ties:
+        return list(train_cells)
+    tie_seed = 1 + cfg.seed * 100_003 + epoch  # never 0, the evaluation seed
+    by_index = {
+        c.index: c
+        for c in iter_cell_sentences(adata, SentenceOptions(top_k=cfg.top_k, label_key=cfg.label_key, seed=tie_seed))
+    }
+    return [by_index[c.index] for c in train_cells]
 
 
 def _encode(tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -252,7 +271,8 @@ def train(
     rng = np.random.default_rng(cfg.seed)
 
     adata = load_pbmc68k() if adata is None else adata
-    cells = list(iter_cell_sentences(adata, SentenceOptions(top_k=cfg.top_k, label_key=cfg.label_key, seed=cfg.seed)))
+    # the evaluation sentences use the default tie seed, exactly as `circuitdb predict` builds them
+    cells = list(iter_cell_sentences(adata, SentenceOptions(top_k=cfg.top_k, label_key=cfg.label_key)))
     cells = [c for c in cells if c.genes]
     train_pos, held_pos = split_positions(adata.n_obs, cfg.holdout_every)
     held_set = set(held_pos.tolist())
@@ -294,10 +314,11 @@ def train(
     model.train()
     done = False
     for epoch in range(cfg.epochs):
+        epoch_cells = _epoch_sentences(adata, train_cells, cfg, epoch)
         order = rng.permutation(len(train_cells))
         ep_loss, ep_n = 0.0, 0
         for b0 in range(0, len(order), cfg.batch_size):
-            batch = [train_cells[i] for i in order[b0 : b0 + cfg.batch_size]]
+            batch = [epoch_cells[i] for i in order[b0 : b0 + cfg.batch_size]]
             seen.update(c.cell_id for c in batch)
             genes = [_augment(c.genes, rng, cfg) for c in batch]
             prompts = [build_prompt(g, organism=cfg.organism, template=template).text for g in genes]
