@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from circuitdb.errors import InputError
+from circuitdb.loaders.prompts import PromptTemplate
 
 
 def _answer_ids(tokenizer: Any, candidates: Sequence[str]) -> list[list[int]]:
@@ -133,16 +134,26 @@ def score_candidates(
     return out_scores
 
 
-def answer_divergence(tokenizer: Any, candidates: Sequence[str]) -> tuple[list[int], dict[str, int]]:
-    """Where candidate answers' token sequences first differ.
+def answer_divergence(
+    tokenizer: Any,
+    candidates: Sequence[str],
+    *,
+    template: PromptTemplate | None = None,
+) -> tuple[list[int], dict[str, int]]:
+    """Where candidate cell types' answers first differ, in tokens.
+
+    Each cell type is rendered as its answer (``template.answer_text``, default
+    ``" {cell_type}."``) and tokenized as it follows the prompt.
 
     Parameters
     ----------
     tokenizer
         A Hugging Face tokenizer.
     candidates
-        Answer texts (as appended after the prompt, e.g. ``" CD19+ B."``) or bare cell
-        types; the keys of the returned dict are these strings as given.
+        Cell types, e.g. ``["CD4+/CD25 T Reg", "CD4+/CD45RO+ Memory"]``; the keys of the
+        returned dict are these strings as given.
+    template
+        The prompt template whose answer format is used (default :class:`PromptTemplate`).
 
     Returns
     -------
@@ -155,16 +166,23 @@ def answer_divergence(tokenizer: Any, candidates: Sequence[str]) -> tuple[list[i
     Raises
     ------
     InputError
-        If two candidates tokenize identically, or one candidate's tokens are a
-        prefix of another's.
+        If two candidates' answers tokenize identically, or one candidate's answer
+        tokens are a prefix of another's.
+
+    Examples
+    --------
+    >>> prefix, first = answer_divergence(tok, ["CD4+/CD25 T Reg", "CD4+/CD45RO+ Memory"])  # doctest: +SKIP
+    >>> tok.decode(prefix)  # doctest: +SKIP
+    ' CD4+/CD'
     """
     if len(candidates) < 2:
-        raise InputError("answer divergence needs at least two candidate answers")
-    ids = _answer_ids(tokenizer, candidates)
+        raise InputError("answer divergence needs at least two candidate cell types")
+    template = template or PromptTemplate()
+    ids = _answer_ids(tokenizer, [template.answer_text(c) for c in candidates])
     seen: dict[tuple[int, ...], str] = {}
     for c, a in zip(candidates, ids):
         if tuple(a) in seen:
-            raise InputError(f"candidates {seen[tuple(a)]!r} and {c!r} tokenize identically; rename one so the answers differ")
+            raise InputError(f"cell types {seen[tuple(a)]!r} and {c!r} tokenize identically; rename one so the answers differ")
         seen[tuple(a)] = c
     pos = 0
     while all(len(a) > pos for a in ids) and len({a[pos] for a in ids}) == 1:
@@ -172,6 +190,6 @@ def answer_divergence(tokenizer: Any, candidates: Sequence[str]) -> tuple[list[i
     short = [c for c, a in zip(candidates, ids) if len(a) <= pos]
     if short:
         raise InputError(
-            f"candidate {short[0]!r} is a token prefix of another candidate; add a terminator (e.g. a trailing '.') to the answer template"
+            f"the answer for {short[0]!r} is a token prefix of another candidate's; end the answer template with a terminator such as '.'"
         )
     return list(ids[0][:pos]), {c: a[pos] for c, a in zip(candidates, ids)}

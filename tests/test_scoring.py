@@ -56,29 +56,42 @@ def test_score_candidates_single_token_answers(model, tok):
 
 
 def test_answer_divergence_shared_prefix(tok):
-    cands = [" CD4+ T.", " CD8+ T.", " CD14+ Monocyte."]
-    prefix, first = answer_divergence(tok, cands)
-    ids = {c: tok(c, add_special_tokens=False)["input_ids"] for c in cands}
-    # every candidate starts with the shared prefix, and the next token is the one reported
-    for c in cands:
+    types = ["CD4+ T", "CD8+ T", "CD14+ Monocyte"]
+    prefix, first = answer_divergence(tok, types)
+    ids = {c: tok(f" {c}.", add_special_tokens=False)["input_ids"] for c in types}
+    # every candidate's answer starts with the shared prefix, and the next token is the one reported
+    for c in types:
         assert ids[c][: len(prefix)] == prefix
         assert first[c] == ids[c][len(prefix)]
-    assert len(prefix) >= 1  # " CD" is shared
+    assert tok.decode(prefix) == " CD"
     assert len(set(first.values())) > 1
 
 
 def test_answer_divergence_same_first_token_later_divergence(tok):
-    # " CD4+ T." and " CD4+ B." share "CD", "4", "+": divergence is deeper
-    prefix, first = answer_divergence(tok, [" CD4+ T.", " CD4+ B."])
-    assert first[" CD4+ T."] != first[" CD4+ B."]
+    # " CD4+ T." and " CD4+ B." share " CD", "4", "+": the divergence is deeper
+    prefix, first = answer_divergence(tok, ["CD4+ T", "CD4+ B"])
+    assert first["CD4+ T"] != first["CD4+ B"]
     assert tok.decode(prefix).startswith(" CD4+")
+
+
+def test_answer_divergence_on_shipped_cell_types():
+    from transformers import AutoTokenizer
+
+    from circuitdb.demo import model_dir
+
+    t = AutoTokenizer.from_pretrained(model_dir())
+    prefix, first = answer_divergence(t, ["CD4+/CD25 T Reg", "CD4+/CD45RO+ Memory", "CD4+/CD45RA+/CD25- Naive T"])
+    assert t.decode(prefix) == " CD4+/CD"
+    assert first["CD4+/CD45RO+ Memory"] == first["CD4+/CD45RA+/CD25- Naive T"] != first["CD4+/CD25 T Reg"]
 
 
 def test_answer_divergence_identical_tokenization_is_an_error(tok):
     with pytest.raises(InputError, match="tokenize identically"):
-        answer_divergence(tok, [" B cell.", " B cell."])
+        answer_divergence(tok, ["B cell", "B cell"])
 
 
 def test_answer_divergence_prefix_candidate_is_an_error(tok):
+    from circuitdb.loaders.prompts import PromptTemplate
+
     with pytest.raises(InputError, match="prefix"):
-        answer_divergence(tok, [" B", " B cell"])
+        answer_divergence(tok, ["B", "B cell"], template=PromptTemplate(answer=" {cell_type}"))
