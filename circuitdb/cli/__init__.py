@@ -28,6 +28,8 @@ from circuitdb.errors import CircuitDBError
 COMMANDS: dict[str, str] = {
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "demo-model": "circuitdb.cli.demo_model:demo_model",
+    "predict": "circuitdb.cli.predict:predict",
     "sentences": "circuitdb.cli.sentences:sentences",
 }
 
