@@ -3,7 +3,7 @@
 How a rerun stays exact:
 
 * every node and relationship is MERGEd on a deterministic key (ids from
-  :mod:`circuitdb.graph.schema`; relationships on their end nodes plus the circuit id),
+  :mod:`circuitdb.graph.rows`; relationships on their end nodes plus the circuit id),
   so writing a row twice changes nothing;
 * each batch is its own transaction, so a kill leaves whole batches;
 * a Circuit node is written with ``complete = false`` and set ``complete = true``
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from circuitdb import catalog
+from circuitdb.catalog import CypherStatement
 from circuitdb.attribution.circuit import Circuit
 from circuitdb.errors import InputError
-from circuitdb.graph.schema import (
+from circuitdb.graph.rows import (
     EDGE_STATEMENTS,
     MEMBER_STATEMENTS,
     NODE_STATEMENTS,
@@ -43,7 +44,7 @@ ProgressFn = Callable[[int, int, str], None]
 class GraphRunner(Protocol):
     """What the writer and the queries need from a backend: run one statement with parameters."""
 
-    def run(self, statement: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+    def run(self, statement: CypherStatement, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -127,7 +128,7 @@ class _Batcher:
         self.rows: dict[str, int] = {}
 
     def write(self, name: str, rows: Sequence[dict[str, Any]], status: str) -> None:
-        text = catalog.load("write", name).text
+        text = catalog.load("write", name)
         for i in range(0, len(rows), self.batch_size):
             batch = list(rows[i:i + self.batch_size])
             result = self.runner.run(text, {"rows": batch})
@@ -181,7 +182,7 @@ def export_circuits(
         seen.add(rows.circuit_id)
         built.append(rows)
 
-    status_text = catalog.load("write", "circuit_status").text
+    status_text = catalog.load("write", "circuit_status")
     stored = {r["id"]: r for r in runner.run(status_text, {"ids": [b.circuit_id for b in built]})}
     todo: list[CircuitRows] = []
     replace: set[str] = set()
@@ -201,8 +202,8 @@ def export_circuits(
     for name in NODE_STATEMENTS:
         batcher.write(name, node_rows[name], f"nodes: {name}")
 
-    purge_text = catalog.load("write", "purge_circuit_edges").text
-    complete_text = catalog.load("write", "circuit_complete").text
+    purge_text = catalog.load("write", "purge_circuit_edges")
+    complete_text = catalog.load("write", "circuit_complete")
     for b in todo:
         if b.circuit_id in replace:
             while True:
@@ -229,7 +230,7 @@ def export_circuits(
 def graph_totals(runner: GraphRunner) -> dict[str, dict[str, int]]:
     """Nodes per label and relationships per type currently in the graph."""
     out: dict[str, dict[str, int]] = {"nodes": {}, "relationships": {}}
-    for r in runner.run(catalog.load("library", "graph_counts").text, {}):
+    for r in runner.run(catalog.load("library", "graph_counts"), {}):
         out["nodes" if r["kind"] == "node" else "relationships"][r["name"]] = int(r["n"])
     return {k: dict(sorted(v.items())) for k, v in out.items()}
 
