@@ -153,6 +153,12 @@ def circuit_diff(
     CircuitDiff
     """
     cell_type_b = cell_type_a if cell_type_b is None else cell_type_b
+    if dataset_a is None and dataset_b is None and cell_type_a != cell_type_b:
+        # two cell types, no dataset named: the one dataset that has both, if there is exactly one
+        common = ({r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_a})}
+                  & {r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_b})})
+        if len(common) == 1:
+            dataset_a = common.pop()
     dataset_b = dataset_a if dataset_b is None else dataset_b
     a = resolve_circuit(runner, cell_type_a, dataset_a)
     b = resolve_circuit(runner, cell_type_b, dataset_b)

@@ -28,6 +28,11 @@ from circuitdb.errors import CircuitDBError
 COMMANDS: dict[str, str] = {
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "diff": "circuitdb.cli.diff:diff",
+    "export": "circuitdb.cli.export:export",
+    "queries": "circuitdb.cli.query:queries",
+    "query": "circuitdb.cli.query:query",
+    "subgraph": "circuitdb.cli.subgraph:subgraph",
 }
 
 
