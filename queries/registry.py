@@ -255,6 +255,10 @@ register(NamedQuery(
     checks=(_distinct_sides,),
 ))
 register(NamedQuery(
+    "circuit_edges", "All weighted edges of one circuit, strongest first.", "circuit_edges",
+    (Param("circuit", str, "circuit id (see the circuits query)"),),
+))
+register(NamedQuery(
     "graph_counts", "Nodes per label and relationships per type in the graph.", "graph_counts", (),
 ))
 

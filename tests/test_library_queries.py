@@ -168,6 +168,15 @@ def test_gene_influence_change(known: Any) -> None:
                                  dataset_b="D2", limit=1)] == ["g1"]
 
 
+def test_circuit_edges(known: Any) -> None:
+    rows = q(known, "circuit_edges", circuit=B1)
+    got = [(r["type"], r["source"], r["target"], r["weight"]) for r in rows]
+    assert got == [("FEATURE_TO_CELL_TYPE", fid(1, 4), "B", 0.9), ("GENE_TO_FEATURE", "g3", fid(1, 4), 0.6),
+                   ("GENE_TO_FEATURE", "g1", fid(0, 1), 0.5), ("FEATURE_TO_FEATURE", fid(0, 1), fid(1, 4), 0.3),
+                   ("FEATURE_TO_CELL_TYPE", fid(0, 1), "B", 0.2)]
+    assert q(known, "circuit_edges", circuit="nope") == []
+
+
 def test_graph_counts(known: Any) -> None:
     rows = {(r["kind"], r["name"]): r["n"] for r in q(known, "graph_counts")}
     assert rows[("node", "Feature")] == 4 and rows[("node", "Gene")] == 3 and rows[("node", "Circuit")] == 3
