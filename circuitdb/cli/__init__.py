@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export": "circuitdb.cli.export:export",
     "queries": "circuitdb.cli.query:queries",
     "query": "circuitdb.cli.query:query",
+    "sentences": "circuitdb.cli.sentences:sentences",
     "subgraph": "circuitdb.cli.subgraph:subgraph",
 }
 
