@@ -72,7 +72,14 @@ def main() -> None:
             m["delta"] = m["weight_b"].fillna(0) - m["weight_a"].fillna(0)
             base_ms.append((time.perf_counter() - t0) * 1000)
             assert len(m) == len(e), (len(m), len(e))
+        ping_ms = []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            graph.run("admin/ping")
+            ping_ms.append((time.perf_counter() - t0) * 1000)
         md, mb = statistics.median(diff_ms), statistics.median(base_ms)
+        print(f"context: median round trip of 'RETURN 1' {statistics.median(ping_ms):.1f} ms; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(f"[{graph.backend}] diff (edges + features) median {md:.0f} ms over {a.repeats} pairs "
               f"(min {min(diff_ms):.0f}, max {max(diff_ms):.0f}); client-side baseline median {mb:.0f} ms; "
               f"baseline/diff {mb / md:.1f}x; goal < 300 ms: {'met' if md < 300 else 'NOT met'}")

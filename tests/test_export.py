@@ -132,6 +132,17 @@ def test_export_resumes_an_interrupted_circuit_and_replaces_a_changed_one(graph:
     assert dropped.source == "feat:0:1"
 
 
+def test_feature_stats_annotate_features(graph: Any) -> None:
+    stats = {"feat:0:1": {"density": 0.125, "top_genes": ["CD74", "HLA-DRA"]}}
+    export_circuits(graph, known_circuits()[:1], feature_stats=stats)
+    from circuitdb.queries import run_rows
+
+    rows = {r["feature"]: r for r in run_rows(graph, "top_features", {"cell_type": "A"})}
+    assert rows[feature_node_id(TH, 0, 1)]["density"] == 0.125
+    assert rows[feature_node_id(TH, 0, 1)]["top_genes"] == ["CD74", "HLA-DRA"]
+    assert rows[feature_node_id(TH, 1, 3)]["density"] is None
+
+
 def _mark_incomplete(runner: Any, circuit: str) -> None:
     from circuitdb.catalog import CypherStatement
 
