@@ -27,7 +27,7 @@ def q(runner: Any, name: str, **params: Any) -> list[dict[str, Any]]:
 
 def test_every_library_file_is_reachable_from_the_registry() -> None:
     used = {q.statement for q in REGISTRY.values()} | {f"feature_neighbourhood_{k}" for k in (1, 2, 3)}
-    used |= {"diff_edges", "diff_features", "feature_exists"}
+    used |= {"diff_edges", "diff_features", "diff_edge_counts", "feature_exists"}
     assert set(catalog.names("library")) <= used
 
 
@@ -137,6 +137,13 @@ def test_diff_cell_types_edges(known: Any) -> None:
     }
     assert len(rows) == 10
     assert abs(rows[0]["delta"]) == pytest.approx(0.9)  # ordered by |delta|
+    top = q(known, "diff_cell_types", cell_type_a="A", cell_type_b="B", dataset="D1", limit=2)
+    assert [(r["source"], round(r["delta"], 9)) for r in top] == [(fid(1, 4), 0.9), (fid(0, 1), -0.8)]
+    from circuitdb import catalog as cat
+
+    counts = known.run(cat.load("library", "diff_edge_counts"),
+                       {"cell_type_a": "A", "dataset_a": "D1", "cell_type_b": "B", "dataset_b": "D1"})
+    assert [(r["status"], r["n"]) for r in counts] == [("both", 2), ("only_a", 5), ("only_b", 3)]
     feats = q(known, "diff_cell_types_features", cell_type_a="A", cell_type_b="B", dataset="D1")
     got = {r["feature"]: (r["status"], r["influence_a"], r["influence_b"], round(r["delta"], 9)) for r in feats}
     assert got == {fid(0, 1): ("both", 0.76, 0.47, -0.29), fid(0, 2): ("only_a", 0.2, None, -0.2),
