@@ -20,16 +20,18 @@ from circuitdb.graph.rows import NODE_STATEMENTS, circuit_rows, merge_node_rows
 from circuitdb.graph.synthetic import synthetic_circuit
 from circuitdb.graph.writer import export_circuits
 
-WIPE = CypherStatement("admin", "bench_wipe", "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS",
-                       "bench", ())
-WIPE_SIMPLE = CypherStatement("admin", "bench_wipe", "MATCH (n) DETACH DELETE n", "bench", ())
+WIPES = (
+    CypherStatement("admin", "bench_wipe_rels", "MATCH ()-[r]->() WITH r LIMIT 50000 DELETE r RETURN count(*) AS n",
+                    "bench: delete up to 50,000 relationships", ()),
+    CypherStatement("admin", "bench_wipe", "MATCH (n) WITH n LIMIT 50000 DETACH DELETE n RETURN count(*) AS n",
+                    "bench: delete up to 50,000 nodes", ()),
+)
 
 
 def wipe(graph) -> None:  # type: ignore[no-untyped-def]
-    try:
-        graph.run(WIPE, {})
-    except Exception:  # noqa: BLE001 - ArcadeDB has no CALL IN TRANSACTIONS
-        graph.run(WIPE_SIMPLE, {})
+    for stmt in WIPES:
+        while graph.run(stmt, {})[0]["n"]:
+            pass
 
 
 def apply_schema(graph) -> None:  # type: ignore[no-untyped-def]
