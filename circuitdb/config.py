@@ -57,7 +57,7 @@ def default_embedded_dir(env: Mapping[str, str] | None = None) -> Path:
     return default_home(env) / "embedded"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Where the graph lives and how to reach it.
 
@@ -172,8 +172,10 @@ class Settings:
             out[f.name] = value
         return out
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
+
+    __str__ = __repr__
 
 
 def redact_uri(uri: str) -> str:

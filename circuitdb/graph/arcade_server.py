@@ -159,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_json_atomic(state_path, state)
         print(f"circuitdb-arcadedb ready bolt://{HOST}:{bolt_port} pid={os.getpid()}", flush=True)
-        last_active = time.time()
-        while not stop.wait(args.poll):
-            if args.idle_timeout <= 0:
-                continue
+        last_active = next_check = time.time()
+        # Short waits: SIGTERM may land on a JVM thread, and the main thread only sees the
+        # Python-level handler once it wakes up.
+        while not stop.wait(0.2):
             now = time.time()
+            if args.idle_timeout <= 0 or now < next_check:
+                continue
+            next_check = now + args.poll
             if established_connections(bolt_port) > 0:
                 last_active = now
             try:
@@ -181,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             pass
         server.stop()
         print("circuitdb-arcadedb stopped", flush=True)
-    return 0
+    # The databases are closed; skip the JVM's slow teardown at interpreter exit (seconds).
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _engine_version(adb: object) -> str:
