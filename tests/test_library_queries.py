@@ -28,7 +28,7 @@ def q(runner: Any, name: str, **params: Any) -> list[dict[str, Any]]:
 def test_every_library_file_is_reachable_from_the_registry() -> None:
     used = {q.statement for q in REGISTRY.values()} | {f"feature_neighbourhood_{k}" for k in (1, 2, 3)}
     used |= {"diff_edges", "diff_features", "diff_edge_counts", "feature_exists"}
-    assert set(catalog.names("library")) <= used
+    assert {n for n in catalog.names("library") if not n.startswith("example_")} <= used
 
 
 def test_circuits_lists_provenance(known: Any) -> None:

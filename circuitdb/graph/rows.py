@@ -42,7 +42,10 @@ STRUCTURAL_REL_TYPES: tuple[str, ...] = (
     "FOR_CELL_TYPE", "ON_DATASET", "USES_TRANSCODERS", "OF_MODEL",
 )
 
-REL_TYPES: tuple[str, ...] = WEIGHTED_REL_TYPES + STRUCTURAL_REL_TYPES
+#: The hand-written example graph of ``circuitdb demo`` v1 (``circuitdb/graph/example.py``, ``*/example_*.cypher``).
+EXAMPLE_REL_TYPES: tuple[str, ...] = ("INPUT_TO", "DRIVES", "PREDICTS")
+
+REL_TYPES: tuple[str, ...] = WEIGHTED_REL_TYPES + STRUCTURAL_REL_TYPES + EXAMPLE_REL_TYPES
 
 #: The circuit edge types, keyed by (source kind, target kind) of the circuit's nodes.
 EDGE_TYPE_BY_KINDS: dict[tuple[str, str], str] = {
