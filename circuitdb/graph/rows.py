@@ -8,6 +8,8 @@ files, checked against :data:`NODE_LABELS` and :data:`REL_TYPES`.
 
 Ids (stable across runs and machines, so MERGE makes writes idempotent):
 
+(``hash`` below is the digest without an algorithm prefix such as ``sha256:``.)
+
 * ``Model.id``          ``model:{model_hash[:16]}``
 * ``TranscoderSet.id``  ``tc:{transcoder_hash[:16]}``
 * ``Feature.id``        ``{transcoder_hash[:16]}:{layer}:{index}``
@@ -70,20 +72,25 @@ def check_rel_type(rel_type: str) -> str:
     return rel_type
 
 
+def _hex(digest: str) -> str:
+    """A hash without an algorithm prefix (``sha256:ab12...`` -> ``ab12...``), so ids keep 16 hex digits."""
+    return digest.rpartition(":")[2]
+
+
 def model_node_id(model_hash: str) -> str:
-    return f"model:{model_hash[:16]}"
+    return f"model:{_hex(model_hash)[:16]}"
 
 
 def transcoder_set_node_id(transcoder_hash: str) -> str:
-    return f"tc:{transcoder_hash[:16]}"
+    return f"tc:{_hex(transcoder_hash)[:16]}"
 
 
 def feature_node_id(transcoder_hash: str, layer: int, index: int) -> str:
-    return f"{transcoder_hash[:16]}:{int(layer)}:{int(index)}"
+    return f"{_hex(transcoder_hash)[:16]}:{int(layer)}:{int(index)}"
 
 
 def head_node_id(model_hash: str, layer: int, head: int) -> str:
-    return f"{model_hash[:16]}:{int(layer)}:{int(head)}"
+    return f"{_hex(model_hash)[:16]}:{int(layer)}:{int(head)}"
 
 
 @dataclass
