@@ -28,6 +28,9 @@ from circuitdb.errors import CircuitDBError
 COMMANDS: dict[str, str] = {
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "eval-transcoders": "circuitdb.cli.transcoders:eval_cmd",
+    "harvest": "circuitdb.cli.transcoders:harvest_cmd",
+    "train-transcoders": "circuitdb.cli.transcoders:train_cmd",
 }
 
 
