@@ -85,3 +85,38 @@ def write_h5ad(adata, path: Path) -> Path:  # type: ignore[no-untyped-def]
 def seeded() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+# -- pytest fixtures (import them into a test module to use them) ---------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """``(adata, tokenizer, h5ad_path)``: 40 pbmc68k cells and a BPE tokenizer trained on them."""
+    ad = small_adata(40)
+    tok = build_tokenizer(ad)
+    path = write_h5ad(ad, tmp_path_factory.mktemp("data") / "cells.h5ad")
+    return ad, tok, path
+
+
+@pytest.fixture(scope="session")
+def neox_dir(tiny_data, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A saved tiny random GPT-NeoX (parallel residual) model directory with its tokenizer and card."""
+    ad, tok, _ = tiny_data
+    return save_model_dir(neox_model(len(tok)), tok, tmp_path_factory.mktemp("models") / "neox")
+
+
+@pytest.fixture(scope="session")
+def neox_pipeline(neox_dir, tiny_data, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Harvest + train (topk, 64 features, k 6) on the tiny NeoX: ``(model_dir, acts_dir, tc_dir)``."""
+    from circuitdb.transcoder.common import PromptOptions, load_model
+    from circuitdb.transcoder.harvest import HarvestConfig, harvest
+    from circuitdb.transcoder.train import TrainConfig, train_transcoders
+
+    ad, _, _ = tiny_data
+    model, tok = load_model(neox_dir)
+    root = tmp_path_factory.mktemp("pipeline")
+    harvest(model, tok, ad, root / "acts", HarvestConfig(cells_per_shard=8), PromptOptions(top_k=TOP_K, label_key=LABEL_KEY))
+    train_transcoders(root / "acts", root / "tc", TrainConfig(d_features=64, k=6, batch_size=256, epochs=15, dead_after_rows=3000))
+    return neox_dir, root / "acts", root / "tc"
