@@ -12,7 +12,7 @@ from circuitdb.errors import InputError
 from circuitdb.loaders.adapters import adapter_for
 from circuitdb.transcoder.common import PromptOptions, iter_cell_prompts, load_model
 from circuitdb.transcoder.harvest import SEG_ANSWER, SEG_GENE, HarvestConfig, harvest, read_manifest
-from tiny_models import LABEL_KEY, TOP_K, gemma2_model, neox_dir, tiny_data  # noqa: F401
+from tiny_models import LABEL_KEY, TOP_K, cli, gemma2_model, neox_dir, tiny_data  # noqa: F401
 
 OPTS = PromptOptions(top_k=TOP_K, label_key=LABEL_KEY)
 
@@ -95,22 +95,25 @@ def test_harvest_into_directory_of_other_model_is_refused(neox_dir, tiny_data, t
         harvest(other, tok, ad, tmp_path / "a", HarvestConfig(cells_per_shard=64, max_cells=8), OPTS)
 
 
-def run_cli(*args, env=None):
+def run_cli(*args):
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "circuitdb", "--hide-progress", *map(str, args)], capture_output=True, text=True, env=env)
 
 
-def test_cli_layer_out_of_range_exit_2(neox_dir, tiny_data, tmp_path):
+def test_cli_layer_out_of_range_exit_2(neox_dir, tiny_data, tmp_path, capsys):
     _, _, h5ad = tiny_data
-    r = run_cli("harvest", "--model", neox_dir, h5ad, "--label-key", LABEL_KEY, "--layers", "0,7", "--out", tmp_path / "x")
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: layer 7 is out of range; the model has layers 0..1"]
+    code, _, err = cli(capsys, "harvest", "--model", neox_dir, h5ad, "--label-key", LABEL_KEY, "--layers", "0,7", "--out", tmp_path / "x")
+    assert code == 2
+    assert err.strip().splitlines() == ["error: layer 7 is out of range; the model has layers 0..1"]
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_harvest_and_another_models_directory_exit_2(neox_dir, tiny_data, tmp_path):
+def test_cli_harvest_and_another_models_directory_exit_2(neox_dir, tiny_data, tmp_path, capsys):
     ad, tok, h5ad = tiny_data
-    r = run_cli("harvest", "--model", neox_dir, h5ad, "--label-key", LABEL_KEY, "--max-cells", "6", "--out", tmp_path / "a")
-    assert r.returncode == 0, r.stderr
+    code, _, err = cli(capsys, "harvest", "--model", neox_dir, h5ad, "--label-key", LABEL_KEY, "--max-cells", "6", "--out", tmp_path / "a")
+    assert code == 0, err
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["complete"] and m["cells_used"] == 6 and m["sentence_options"]["top_k"] == TOP_K  # the model card's top_k
     from tiny_models import save_model_dir
@@ -118,6 +121,7 @@ def test_cli_harvest_and_another_models_directory_exit_2(neox_dir, tiny_data, tm
     other = save_model_dir(gemma2_model(len(tok)), tok, tmp_path / "gemma")
     r = run_cli("harvest", "--model", other, h5ad, "--label-key", LABEL_KEY, "--max-cells", "6", "--out", tmp_path / "a")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "other settings" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.slow

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# tiny models: one thread is fastest, and avoids OpenMP spin contention on shared CI machines
+torch.set_num_threads(1)
+
 LABEL_KEY = "bulk_labels"
 TOP_K = 12
 
@@ -118,5 +121,16 @@ def neox_pipeline(neox_dir, tiny_data, tmp_path_factory):  # type: ignore[no-unt
     model, tok = load_model(neox_dir)
     root = tmp_path_factory.mktemp("pipeline")
     harvest(model, tok, ad, root / "acts", HarvestConfig(cells_per_shard=8), PromptOptions(top_k=TOP_K, label_key=LABEL_KEY))
-    train_transcoders(root / "acts", root / "tc", TrainConfig(d_features=64, k=6, batch_size=256, epochs=15, dead_after_rows=3000))
+    train_transcoders(root / "acts", root / "tc", TrainConfig(d_features=64, k=6, batch_size=256, epochs=8, dead_after_rows=3000))
     return neox_dir, root / "acts", root / "tc"
+
+
+def cli(capsys, *args):  # type: ignore[no-untyped-def]
+    """Run ``circuitdb --hide-progress ARGS`` in-process: ``(exit code, stdout, stderr)``."""
+    from circuitdb.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--hide-progress", *map(str, args)])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
