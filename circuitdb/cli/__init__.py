@@ -26,10 +26,10 @@ from circuitdb.errors import CircuitDBError
 
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
-    "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
     "eval-transcoders": "circuitdb.cli.transcoders:eval_cmd",
     "harvest": "circuitdb.cli.transcoders:harvest_cmd",
+    "sentences": "circuitdb.cli.sentences:sentences",
     "train-transcoders": "circuitdb.cli.transcoders:train_cmd",
 }
 
