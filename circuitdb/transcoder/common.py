@@ -50,7 +50,7 @@ def load_model(model_dir: str | os.PathLike[str], *, dtype: torch.dtype | None =
     except ImportError:
         _load = None
     if _load is not None:
-        loaded = _load(str(path), dtype=dtype) if dtype is not None else _load(str(path))
+        loaded = _load(str(path), dtype=str(dtype).removeprefix("torch.")) if dtype is not None else _load(str(path))
         model, tok = (loaded.model, loaded.tokenizer) if hasattr(loaded, "model") else loaded
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
