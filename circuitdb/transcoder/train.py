@@ -94,8 +94,9 @@ class TrainConfig:
     buffer_rows
         Rows loaded and shuffled together (memory bound of the data loader).
     encoder_precision
-        ``float32``, or ``bfloat16`` to *select* the top-k features with a bf16 matmul
-        (values and gradients stay float32; much faster on CPUs with AMX and on GPUs).
+        Precision of the encoder matmul: ``float32``, or ``bfloat16`` (fp32 accumulation;
+        the selected values carry bf16 rounding, about 0.4%; gradients and weights stay
+        float32). bf16 is several times faster on CPUs with AMX and on GPUs.
     checkpoint_every
         Steps between checkpoints.
     seed
@@ -272,8 +273,28 @@ def iter_batches(store: ActivationStore, cfg: TrainConfig, layer: int, start_ste
 
 
 # -- the sparse TopK encoder -------------------------------------------------------------
+def _sparse_rows_grad(idx: torch.Tensor, g: torch.Tensor, x: torch.Tensor, n_features: int) -> torch.Tensor:
+    """``G^T x`` for the sparse ``G`` (rows x features) with ``G[b, idx[b, j]] = g[b, j]``: a (features, d) tensor.
+
+    Runs as one ``embedding_bag`` whose bags are the features (rows sorted by feature),
+    costing ``B * k * d`` without materialising the ``(B, k, d)`` outer products.
+    """
+    n, kk = idx.shape
+    flat = idx.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    rows = torch.arange(n, device=x.device).repeat_interleave(kk)[order]
+    counts = torch.bincount(flat, minlength=n_features)
+    offsets = torch.zeros(n_features, dtype=torch.long, device=x.device)
+    offsets[1:] = counts.cumsum(0)[:-1]
+    return F.embedding_bag(rows, x, offsets, mode="sum", per_sample_weights=g.reshape(-1)[order])
+
+
 class _TopKEncode(torch.autograd.Function):
-    """``relu(topk(x W^T + b))`` with a sparse backward; optionally the AuxK top-k over dead features."""
+    """``relu(topk(x W^T + b))`` with a sparse backward; optionally the AuxK top-k over dead features.
+
+    The (rows, features) pre-activations are computed a chunk of rows at a time and
+    never kept; only the selected values and indices survive the forward pass.
+    """
 
     @staticmethod
     def forward(ctx, x, w, b, k: int, dead: torch.Tensor | None, k_aux: int, select_dtype: torch.dtype):  # type: ignore[no-untyped-def, override]
@@ -282,25 +303,28 @@ class _TopKEncode(torch.autograd.Function):
         idx = torch.empty(n, k, dtype=torch.long, device=x.device)
         aux_vals = x.new_empty(n, k_aux)
         aux_idx = torch.empty(n, k_aux, dtype=torch.long, device=x.device)
-        w_sel = w if select_dtype == w.dtype else w.to(select_dtype)
-        b_sel = b if select_dtype == b.dtype else b.to(select_dtype)
-        chunk = 512
+        exact = select_dtype == w.dtype
+        w_sel = w if exact else w.to(select_dtype)
+        b_sel = b if exact else b.to(select_dtype)
+        chunk = 256
         for r0 in range(0, n, chunk):
             xc = x[r0 : r0 + chunk]
-            pre = F.linear(xc if select_dtype == x.dtype else xc.to(select_dtype), w_sel, b_sel)
-            _, i = pre.topk(k, dim=-1, sorted=False)
+            pre = F.linear(xc if exact else xc.to(select_dtype), w_sel, b_sel)
+            v, i = pre.topk(k, dim=-1, sorted=False)
             idx[r0 : r0 + chunk] = i
+            vals[r0 : r0 + chunk] = v
             if k_aux:
                 assert dead is not None
-                _, ia = pre.masked_fill(~dead, -torch.inf).topk(k_aux, dim=-1, sorted=False)
+                va, ia = pre.masked_fill(~dead, -torch.inf).topk(k_aux, dim=-1, sorted=False)
                 aux_idx[r0 : r0 + chunk] = ia
-        # exact float32 values of the selected features
-        vals = torch.relu(torch.einsum("nd,nkd->nk", x, w[idx]) + b[idx])
+                aux_vals[r0 : r0 + chunk] = va
+        vals = torch.relu(vals)
         if k_aux:
-            aux_vals = torch.relu(torch.einsum("nd,nkd->nk", x, w[aux_idx]) + b[aux_idx])
+            aux_vals = torch.relu(aux_vals)
         ctx.save_for_backward(x, idx, aux_idx, vals, aux_vals)
-        ctx.shape = w.shape
+        ctx.n_features = w.shape[0]
         ctx.k_aux = k_aux
+        ctx.mark_non_differentiable(idx, aux_idx)
         return vals, idx, aux_vals, aux_idx
 
     @staticmethod
@@ -310,12 +334,8 @@ class _TopKEncode(torch.autograd.Function):
         if ctx.k_aux and g_aux is not None:
             g = torch.cat([g, g_aux * (aux_vals > 0)], dim=1)
             idx = torch.cat([idx, aux_idx], dim=1)
-        n, kk = idx.shape
-        flat_idx = idx.reshape(-1)
-        gw = x.new_zeros(ctx.shape)
-        gw.index_add_(0, flat_idx, (g.unsqueeze(-1) * x.unsqueeze(1)).reshape(n * kk, -1))
-        gb = x.new_zeros(ctx.shape[0])
-        gb.index_add_(0, flat_idx, g.reshape(-1))
+        gw = _sparse_rows_grad(idx, g, x, ctx.n_features)
+        gb = torch.bincount(idx.reshape(-1), weights=g.reshape(-1), minlength=ctx.n_features).to(x.dtype)
         return None, gw, gb, None, None, None, None
 
 
@@ -439,6 +459,34 @@ def _normalise_decoder(p: dict[str, torch.Tensor]) -> None:
     w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
+def optimizer_step(p: dict[str, torch.Tensor], opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, since_fired: torch.Tensor) -> dict[str, float]:
+    """One training step on normalised rows ``(x, y)``; updates ``since_fired`` in place.
+
+    Returns the metrics (``loss``, ``fvu``, ``l0``, ``dead``). A non-finite loss is
+    returned *before* any parameter changes, so the caller can stop cleanly.
+    """
+    dead = since_fired > cfg.dead_after_rows
+    loss, metrics, fired = _step_loss(p, x, y, cfg, dead)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        return {**metrics, "loss": loss_value, "dead": float(dead.float().mean())}
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    _project_decoder_grad(p)
+    opt.step()
+    _normalise_decoder(p)
+    since_fired += x.shape[0]
+    since_fired[fired] = 0
+    return {**metrics, "loss": loss_value, "dead": float((since_fired > cfg.dead_after_rows).float().mean())}
+
+
+def init_training(cfg: TrainConfig, d_in: int, d_out: int, layer: int, out_mean: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.optim.Optimizer, torch.Tensor]:
+    """Fresh parameters (normalised space), their Adam optimiser, and the dead-feature counters."""
+    p = _init_params(cfg, d_in, d_out, layer, out_mean)
+    opt = torch.optim.Adam(list(p.values()), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    return p, opt, torch.zeros(cfg.d_features, dtype=torch.long, device=cfg.device)
+
+
 def export_transcoder(
     p: dict[str, torch.Tensor], cfg: TrainConfig, scales: tuple[float, float], *, d_in: int, d_out: int, layer: int, meta: dict[str, Any]
 ) -> Transcoder:
@@ -527,9 +575,7 @@ def train_layer(
     hook_names = dict(zip(m["layers"], m["hook_in"]))
     meta = {"model_hash": m["model_hash"], "model": m.get("model", ""), "acts_hash": m["acts_hash"], "hook_in": hook_names.get(layer, ""), "hook_out": hook_names.get(layer, "")}
 
-    p = _init_params(cfg, d_in, d_out, layer, stats["out_mean"] * scales[1])
-    opt = torch.optim.Adam(list(p.values()), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
-    since_fired = torch.zeros(cfg.d_features, dtype=torch.long, device=cfg.device)
+    p, opt, since_fired = init_training(cfg, d_in, d_out, layer, stats["out_mean"] * scales[1])
     step0 = 0
     if state_path.is_file():
         state = torch.load(state_path, map_location=cfg.device, weights_only=False)
@@ -555,21 +601,12 @@ def train_layer(
         x, y = x.to(cfg.device), y.to(cfg.device)
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, step, total)
-        dead = since_fired > cfg.dead_after_rows
-        loss, metrics, fired = _step_loss(p, x, y, cfg, dead)
-        if not math.isfinite(float(loss.detach())):
+        metrics = optimizer_step(p, opt, x, y, cfg, since_fired)
+        if not math.isfinite(metrics["loss"]):
             raise TrainingDiverged(
-                f"layer {layer}: the loss became {float(loss.detach())} at step {step}; stopped, the last good checkpoint "
+                f"layer {layer}: the loss became {metrics['loss']} at step {step}; stopped, the last good checkpoint "
                 f"(step {last_good}) is kept in {ldir}; lower --lr and rerun with a new --out"
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _project_decoder_grad(p)
-        opt.step()
-        _normalise_decoder(p)
-        since_fired += x.shape[0]
-        since_fired[fired] = 0
-        metrics = {**metrics, "loss": float(loss.detach()), "dead": float((since_fired > cfg.dead_after_rows).float().mean())}
         run_steps += 1
         done_steps = step + 1
         if done_steps % cfg.checkpoint_every == 0 or done_steps == total:
