@@ -109,7 +109,7 @@ def run_ours(args: argparse.Namespace, data: dict) -> dict:  # type: ignore[type
     x, y = data["x"], data["y"]
     cfg = TrainConfig(d_features=args.features, k=args.k, batch_size=args.batch, steps=args.steps, dead_after_rows=args.dead_after,
                       auxk_alpha=args.auxk_alpha, encoder_precision=args.precision, lr_warmup_steps=0, lr_decay=False)
-    p, opt, since = init_training(cfg, x.shape[1], y.shape[1], 0, y.mean(0))
+    p, opt, since = init_training(cfg, x.shape[1], y.shape[1], 0, y.mean(0), x.mean(0))
     idx = _batches(x.shape[0], args.batch, args.steps)
     base = _rss_mib()
     t0 = None
@@ -158,7 +158,7 @@ def run_sparsify(args: argparse.Namespace, data: dict) -> dict:  # type: ignore[
     dt = time.perf_counter() - t0
     with torch.no_grad():
         o = sae(data["x_test"], data["y_test"])
-    return {"rows_per_s": (args.steps - args.warmup) * args.batch / dt, "fvu_test": float(o.fvu), "fvu_train_last": float(out.fvu),
+    return {"rows_per_s": (args.steps - args.warmup) * args.batch / dt, "fvu_test": float(o.fvu), "fvu_train_last": float(out.fvu.detach()),
             "dead": float((since > args.dead_after).float().mean()), "peak_mib": _hwm_mib() - base}
 
 

@@ -385,12 +385,23 @@ class LayerResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _init_params(cfg: TrainConfig, d_in: int, d_out: int, layer: int, out_mean: torch.Tensor) -> dict[str, torch.Tensor]:
+def _unit_decoder(cfg: TrainConfig) -> bool:
+    """ReLU/JumpReLU keep unit-norm decoder rows (so the L1/L0 penalty can't be dodged by scale);
+    TopK decoders are free, start at zero and are learnt from the residual (as sparsify's transcoders)."""
+    return cfg.activation != "topk"
+
+
+def _init_params(cfg: TrainConfig, d_in: int, d_out: int, layer: int, out_mean: torch.Tensor, in_mean: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + layer)
-    w_dec = torch.randn(cfg.d_features, d_out, generator=g)
-    w_dec /= w_dec.norm(dim=1, keepdim=True)
-    w_enc = torch.randn(cfg.d_features, d_in, generator=g) / math.sqrt(d_in)
-    params = {"W_enc": w_enc, "b_enc": torch.zeros(cfg.d_features), "W_dec": w_dec, "b_dec": out_mean.clone().float()}
+    w_enc = (torch.rand(cfg.d_features, d_in, generator=g) * 2 - 1) / math.sqrt(d_in)
+    if _unit_decoder(cfg):
+        w_dec = torch.randn(cfg.d_features, d_out, generator=g)
+        w_dec /= w_dec.norm(dim=1, keepdim=True)
+    else:
+        w_dec = torch.zeros(cfg.d_features, d_out)
+    # centre the pre-activations at initialisation
+    b_enc = -(in_mean.float() @ w_enc.T) if in_mean is not None else torch.zeros(cfg.d_features)
+    params = {"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": out_mean.clone().float()}
     if cfg.skip:
         params["W_skip"] = torch.zeros(d_out, d_in)
     if cfg.activation == "jumprelu":
@@ -472,17 +483,19 @@ def optimizer_step(p: dict[str, torch.Tensor], opt: torch.optim.Optimizer, x: to
         return {**metrics, "loss": loss_value, "dead": float(dead.float().mean())}
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    _project_decoder_grad(p)
+    if _unit_decoder(cfg):
+        _project_decoder_grad(p)
     opt.step()
-    _normalise_decoder(p)
+    if _unit_decoder(cfg):
+        _normalise_decoder(p)
     since_fired += x.shape[0]
     since_fired[fired] = 0
     return {**metrics, "loss": loss_value, "dead": float((since_fired > cfg.dead_after_rows).float().mean())}
 
 
-def init_training(cfg: TrainConfig, d_in: int, d_out: int, layer: int, out_mean: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.optim.Optimizer, torch.Tensor]:
+def init_training(cfg: TrainConfig, d_in: int, d_out: int, layer: int, out_mean: torch.Tensor, in_mean: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.optim.Optimizer, torch.Tensor]:
     """Fresh parameters (normalised space), their Adam optimiser, and the dead-feature counters."""
-    p = _init_params(cfg, d_in, d_out, layer, out_mean)
+    p = _init_params(cfg, d_in, d_out, layer, out_mean, in_mean)
     opt = torch.optim.Adam(list(p.values()), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
     return p, opt, torch.zeros(cfg.d_features, dtype=torch.long, device=cfg.device)
 
@@ -575,7 +588,7 @@ def train_layer(
     hook_names = dict(zip(m["layers"], m["hook_in"]))
     meta = {"model_hash": m["model_hash"], "model": m.get("model", ""), "acts_hash": m["acts_hash"], "hook_in": hook_names.get(layer, ""), "hook_out": hook_names.get(layer, "")}
 
-    p, opt, since_fired = init_training(cfg, d_in, d_out, layer, stats["out_mean"] * scales[1])
+    p, opt, since_fired = init_training(cfg, d_in, d_out, layer, stats["out_mean"] * scales[1], stats["in_mean"] * scales[0])
     step0 = 0
     if state_path.is_file():
         state = torch.load(state_path, map_location=cfg.device, weights_only=False)
