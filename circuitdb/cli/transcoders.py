@@ -22,6 +22,8 @@ def _prompt_options(model_dir: str, label_key: str | None, top_k: int | None, ho
         layer=layer,
         symbol_key=symbol_key,
         holdout_every=holdout_every,
+        prompt_template=card.get("prompt_template"),
+        answer_template=card.get("answer_template"),
     )
 
 

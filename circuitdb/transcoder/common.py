@@ -186,6 +186,8 @@ class PromptOptions:
         Tie-break seed of the sentence ranking.
     holdout_every
         Every ``holdout_every``-th cell (from 0) is held out.
+    prompt_template, answer_template
+        Override the C2S prompt / answer (``None``: :class:`~circuitdb.loaders.prompts.PromptTemplate` defaults).
     """
 
     top_k: int = DEFAULT_TOP_K
@@ -195,6 +197,13 @@ class PromptOptions:
     symbol_key: str | None = None
     seed: int = 0
     holdout_every: int = 5
+    prompt_template: str | None = None
+    answer_template: str | None = None
+
+    def template(self) -> PromptTemplate:
+        """The prompt template (the C2S default unless the model card gives its own)."""
+        t = PromptTemplate()
+        return PromptTemplate(prompt=self.prompt_template or t.prompt, answer=self.answer_template or t.answer)
 
     def __post_init__(self) -> None:
         if self.holdout_every < 2:
@@ -242,7 +251,7 @@ def cell_prompt(tokenizer: Any, sentence: Any, opts: PromptOptions, *, with_answ
     The prompt and the answer are tokenised separately and concatenated (as the demo
     model was trained and as candidate scoring does), with no special tokens.
     """
-    template = template or PromptTemplate()
+    template = template or opts.template()
     prompt = build_prompt(sentence.genes, organism=opts.organism, template=template)
     ids, spans = gene_token_spans(tokenizer, prompt, add_special_tokens=False)
     rank = [-1] * len(ids)

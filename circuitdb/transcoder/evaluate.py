@@ -335,11 +335,12 @@ def evaluate_transcoders(
     if accuracy:
         candidates = sorted(set(map(str, adata.obs[opts.label_key])))
         truth = torch.tensor([candidates.index(str(c.label)) for c in cells])
-        s0 = score_cells(model, tokenizer, cells, candidates, batch_size=batch_size)
+        answer = opts.template().answer
+        s0 = score_cells(model, tokenizer, cells, candidates, answer=answer, batch_size=batch_size)
         if callback is not None:
             callback("accuracy", total, total)
         with replace_mlp(adapter, splices):
-            s1 = score_cells(model, tokenizer, cells, candidates, batch_size=batch_size)
+            s1 = score_cells(model, tokenizer, cells, candidates, answer=answer, batch_size=batch_size)
         result["original"]["accuracy"] = float((s0.argmax(1) == truth).float().mean())
         result["all_layers"]["accuracy"] = float((s1.argmax(1) == truth).float().mean())
         result["all_layers"]["agreement_with_original"] = float((s0.argmax(1) == s1.argmax(1)).float().mean())
