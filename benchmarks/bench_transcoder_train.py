@@ -177,6 +177,7 @@ def main() -> None:
     ap.add_argument("--dead-after", type=int, default=200_000)
     ap.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="our top-k selection precision")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best rows/s counts")
     ap.add_argument("--run", choices=["ours", "sparsify"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,17 +197,20 @@ def main() -> None:
         n = torch.load(path)["x"].shape
         src = f"harvest {args.acts} layer {args.layer}" if args.acts else f"synthetic MLP, d={args.d}"
         print(f"rows: {n[0]} train x d {n[1]} ({src}); F={args.features} k={args.k} batch={args.batch} steps={args.steps} threads={args.threads}")
-        results = {}
+        results: dict[str, dict] = {}  # type: ignore[type-arg]
         passthrough = [a for a in sys.argv[1:]]
-        for which in ("sparsify", "ours"):
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "SPARSIFY_DISABLE_TRITON": "1"}
-            r = subprocess.run([sys.executable, __file__, *passthrough, "--run", which, "--data", str(path)], capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                sys.stderr.write(r.stderr[-3000:])
-                raise SystemExit(f"{which} run failed")
-            results[which] = json.loads(r.stdout.strip().splitlines()[-1])
-            res = results[which]
-            print(f"{which:>9}: {res['rows_per_s']:10.0f} rows/s  test FVU {res['fvu_test']:.4f}  dead {res['dead']:.1%}  peak +{res['peak_mib']:.0f} MiB")
+        # alternate the two, best of --repeats each: robust to other load on a shared machine
+        for rep in range(args.repeats):
+            for which in ("sparsify", "ours"):
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "SPARSIFY_DISABLE_TRITON": "1"}
+                r = subprocess.run([sys.executable, __file__, *passthrough, "--run", which, "--data", str(path)], capture_output=True, text=True, env=env)
+                if r.returncode != 0:
+                    sys.stderr.write(r.stderr[-3000:])
+                    raise SystemExit(f"{which} run failed")
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                print(f"{which:>9} #{rep + 1}: {res['rows_per_s']:10.0f} rows/s  test FVU {res['fvu_test']:.4f}  dead {res['dead']:.1%}  peak +{res['peak_mib']:.0f} MiB")
+                if which not in results or res["rows_per_s"] > results[which]["rows_per_s"]:
+                    results[which] = res
         ratio = results["ours"]["rows_per_s"] / results["sparsify"]["rows_per_s"]
         better = results["ours"]["fvu_test"] <= results["sparsify"]["fvu_test"]
         print(f"ratio ours/sparsify: {ratio:.2f}x rows/s (goal >= 1.5x); FVU ours {results['ours']['fvu_test']:.4f} vs "
