@@ -83,7 +83,7 @@ def test_feature_activations_anndata(neox_pipeline, tiny_data):
     ad, _, _ = tiny_data
     model, tok = load_model(model_dir)
     tset = load_transcoders(tc_dir, model=model)
-    fa = feature_activations(model, tok, tset, ad, OPTS, reduce="max", gene_mass=True, max_cells=5)
+    fa = feature_activations(model, tset, ad, OPTS, tokenizer=tok, reduce="max", gene_mass=True, max_cells=5)
     assert fa.shape == (5, 128) and fa.obs_names[0] == ad.obs_names[0]
     assert list(fa.var.columns) == ["layer", "feature"] and fa.var_names[64] == "L1/0"
     assert LABEL_KEY in fa.obs and fa.obs["heldout"].iloc[0]
@@ -94,7 +94,11 @@ def test_feature_activations_anndata(neox_pipeline, tiny_data):
     acts = tset.transcoders[1].encode(st[1]["in"][0]).detach()
     gpos = [t for t, r in enumerate(c.gene_rank) if r >= 0]
     np.testing.assert_allclose(fa.X[0, 64:].toarray()[0], acts[gpos].max(0).values.numpy(), rtol=1e-5, atol=1e-6)
-    mean = feature_activations(model, tok, tset, ad, OPTS, reduce="mean", max_cells=1)
+    from circuitdb.loaders.model import load_model as load_loaded
+
+    # a LoadedModel and the directory; the options default to the harvest's
+    mean = feature_activations(load_loaded(model_dir), tc_dir, ad, reduce="mean", max_cells=1)
+    assert mean.uns["transcoders"]["params"]["top_k"] == TOP_K
     np.testing.assert_allclose(mean.X[0, 64:].toarray()[0], acts[gpos].mean(0).numpy(), rtol=1e-5, atol=1e-6)
     gm = fa.uns["gene_mass"]
     assert list(gm.columns) == ["layer", "feature", "gene", "mass", "n_cells"] and (gm["mass"] > 0).all()

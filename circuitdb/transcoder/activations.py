@@ -9,6 +9,7 @@ cells, which is what "top genes of a feature" is ranked by.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -19,20 +20,29 @@ import torch
 from circuitdb.errors import InputError
 from circuitdb.loaders.adapters import adapter_for
 from circuitdb.transcoder.common import PromptOptions, Split, iter_cell_prompts, pad_batch, pad_id_of
-from circuitdb.transcoder.evaluate import TranscoderSet
+from circuitdb.transcoder.evaluate import TranscoderSet, load_transcoders
 from circuitdb.transcoder.hooks import capture_mlp
 
 Reduce = Literal["max", "mean"]
 
 
+def options_from_set(transcoders: TranscoderSet, **overrides: Any) -> PromptOptions:
+    """The prompt options the transcoders were harvested with (from ``transcoders.json``), with overrides."""
+    so = dict(transcoders.manifest.get("sentence_options") or {})
+    known = set(PromptOptions.__dataclass_fields__)
+    so = {k: v for k, v in so.items() if k in known}
+    so.update({k: v for k, v in overrides.items() if v is not None})
+    return PromptOptions(**so)
+
+
 @torch.no_grad()
 def feature_activations(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    transcoders: TranscoderSet,
+    model: Any,
+    transcoders: TranscoderSet | str | Path,
     adata: Any,
-    opts: PromptOptions,
+    opts: PromptOptions | None = None,
     *,
+    tokenizer: Any = None,
     reduce: Reduce = "max",
     split: Split = "all",
     gene_mass: bool = False,
@@ -44,14 +54,18 @@ def feature_activations(
 
     Parameters
     ----------
-    model, tokenizer
-        The model the transcoders belong to, and its tokenizer.
+    model
+        The model the transcoders belong to: a :class:`circuitdb.loaders.model.LoadedModel`
+        (its tokenizer is used) or a Hugging Face model (then pass ``tokenizer``).
     transcoders
-        A loaded :class:`~circuitdb.transcoder.evaluate.TranscoderSet`.
+        A loaded :class:`~circuitdb.transcoder.evaluate.TranscoderSet`, or its directory.
     adata
         The cells.
     opts
-        Prompt options (sentence length, label column, held-out split).
+        Prompt options (sentence length, label column, held-out split); default: those the
+        transcoders were harvested with.
+    tokenizer
+        The tokenizer, when ``model`` is a bare Hugging Face model.
     reduce
         ``max`` or ``mean`` of each feature over the cell's gene tokens.
     split
@@ -75,11 +89,19 @@ def feature_activations(
 
     Examples
     --------
-    >>> fa = feature_activations(model, tok, tset, adata, PromptOptions(label_key="bulk_labels"))  # doctest: +SKIP
+    >>> fa = feature_activations(load_model(model_dir), tc_dir, adata)  # doctest: +SKIP
     >>> sc.pl.matrixplot(fa, fa.var_names[:20], groupby="bulk_labels")  # doctest: +SKIP
     """
     import anndata
 
+    if hasattr(model, "tokenizer") and hasattr(model, "model"):
+        tokenizer = tokenizer or model.tokenizer
+        model = model.model
+    if tokenizer is None:
+        raise InputError("feature_activations needs the tokenizer: pass a LoadedModel or tokenizer=")
+    if not isinstance(transcoders, TranscoderSet):
+        transcoders = load_transcoders(transcoders, model=model)
+    opts = opts or options_from_set(transcoders)
     if reduce not in ("max", "mean"):
         raise InputError(f"reduce must be max or mean, not {reduce!r}")
     adapter = adapter_for(model)
