@@ -143,3 +143,16 @@ def test_bad_training_input(neox_pipeline, tmp_path, capsys):
 
 def test_diverged_is_input_error():
     assert issubclass(TrainingDiverged, Exception) and TrainingDiverged("x").exit_code == 2
+
+
+def test_export_set_to_float16(neox_pipeline, tmp_path):
+    from circuitdb.transcoder.evaluate import load_transcoders
+    from circuitdb.transcoder.train import export_set
+
+    _, acts, tc_dir = neox_pipeline
+    m = export_set(tc_dir, tmp_path / "half")
+    assert m["weights_dtype"] == "float16" and not (tmp_path / "half" / "layer_0" / "train_state.pt").exists()
+    a, b = load_transcoders(tc_dir), load_transcoders(tmp_path / "half")
+    assert b.set_hash != a.set_hash and b.out_mean[1].shape == (32,)
+    x, _ = ActivationStore(acts).load([0], 1, "all")
+    torch.testing.assert_close(b.transcoders[1](x).out, a.transcoders[1](x).out, atol=2e-2, rtol=2e-2)

@@ -711,3 +711,32 @@ def resolve_store_layers(store: ActivationStore, spec: str | list[int] | None) -
             raise InputError(f"layer {i} is out of range; the model has layers 0..{n - 1}")
         store.check_layer(i)
     return sorted(dict.fromkeys(spec))
+
+
+def export_set(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: Literal["float32", "float16"] = "float16") -> dict[str, Any]:
+    """Copy a trained set to ``dst`` without training state, weights cast to ``dtype``.
+
+    Used to ship small transcoder sets (e.g. the demo's); ``transcoders.json`` is rewritten
+    with the new files' hashes (and hence a new set hash).
+    """
+    import json
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    mpath = src / SET_MANIFEST
+    if not mpath.is_file():
+        raise InputError(f"{src} is not a transcoder directory (no {SET_MANIFEST}); train one with 'circuitdb train-transcoders'")
+    manifest = json.loads(mpath.read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for e in manifest["transcoders"]:
+        ldir = dst / e["dir"]
+        tc = Transcoder.load(src / e["dir"])
+        (tc.half() if dtype == "float16" else tc.float()).save(ldir)
+        shutil.copyfile(src / e["dir"] / STATS_NAME, ldir / STATS_NAME)
+        entries.append({**e, "weights_sha256": sha256_file(ldir / "transcoder.safetensors"), "cfg_sha256": sha256_file(ldir / "cfg.json")})
+    manifest["transcoders"] = entries
+    manifest["weights_dtype"] = dtype
+    manifest["transcoder_set_hash"] = sha256_json([(e["layer"], e["weights_sha256"], e["cfg_sha256"]) for e in entries])
+    write_json_atomic(dst / SET_MANIFEST, manifest)
+    return manifest
