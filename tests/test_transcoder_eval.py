@@ -53,6 +53,7 @@ def test_evaluate_held_out(neox_pipeline, tiny_data, capsys, tmp_path):
     for row in r["layers"]:
         assert set(row) >= {"layer", "fvu", "l0", "dead_fraction", "ce_recovered", "kl"}
         assert 0 <= row["fvu"] < 0.5 and 0 < row["l0"] <= 6 and 0 <= row["dead_fraction"] <= 1 and row["kl"] >= 0
+        assert row["kl_recovered"] == pytest.approx(1 - row["kl"] / row["kl_zero_ablated"])
         assert row["ce_recovered"] == pytest.approx(_recovered(row["ce_zero_ablated"], row["ce_spliced"], r["original"]["ce"]))
         assert row["ce_zero_ablated"] != r["original"]["ce"]
     assert 0 <= r["original"]["accuracy"] <= 1 and 0 <= r["all_layers"]["accuracy"] <= 1

@@ -183,6 +183,11 @@ def _recovered(l_abl: float, l_splice: float, l_orig: float) -> float:
     return float("nan") if abs(den) < 1e-12 else (l_abl - l_splice) / den
 
 
+def _kl_recovered(kl_abl: float, kl_splice: float) -> float:
+    """``1 - KL(orig || spliced) / KL(orig || ablated)``: well defined even when ablation barely moves the CE."""
+    return float("nan") if kl_abl <= 0 else 1.0 - kl_splice / kl_abl
+
+
 @torch.no_grad()
 def evaluate_transcoders(
     model: torch.nn.Module,
@@ -312,6 +317,7 @@ def evaluate_transcoders(
             "ce_recovered_mean_ablation": _recovered(ce[("mean", i)], ce[("splice", i)], ce["original"]),
             "kl": kl[("splice", i)],
             "kl_zero_ablated": kl[("zero", i)],
+            "kl_recovered": _kl_recovered(kl[("zero", i)], kl[("splice", i)]),
         })
     result: dict[str, Any] = {
         "model_hash": tset.manifest.get("model_hash"),
@@ -329,6 +335,8 @@ def evaluate_transcoders(
             "ce_recovered": _recovered(ce["zero_all"], ce["splice_all"], ce["original"]),
             "ce_recovered_mean_ablation": _recovered(ce["mean_all"], ce["splice_all"], ce["original"]),
             "kl": kl["splice_all"],
+            "kl_zero_ablated": kl["zero_all"],
+            "kl_recovered": _kl_recovered(kl["zero_all"], kl["splice_all"]),
             "accuracy": None,
         },
     }
@@ -358,17 +366,24 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"Held-out cells: {result['n_cells']} ({result['n_answer_tokens']} answer tokens, {result['n_rows']} token rows); "
         f"original answer CE {f(o['ce'])}, accuracy {f(o['accuracy'])}.",
         "",
-        "| layer | FVU | L0 | dead | CE spliced | CE zero-abl. | CE mean-abl. | CE recovered (zero) | CE recovered (mean) | KL |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| layer | FVU | L0 | dead | CE spliced | CE zero-abl. | CE mean-abl. | CE recovered (zero) | CE recovered (mean) | KL | KL zero-abl. | KL recovered |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["layers"]:
         lines.append(
             f"| {r['layer']} | {f(r['fvu'])} | {f(r['l0'], 1)} | {f(r['dead_fraction'])} | {f(r['ce_spliced'])} | {f(r['ce_zero_ablated'])} | "
-            f"{f(r['ce_mean_ablated'])} | {f(r['ce_recovered'])} | {f(r['ce_recovered_mean_ablation'])} | {f(r['kl'], 4)} |"
+            f"{f(r['ce_mean_ablated'])} | {f(r['ce_recovered'])} | {f(r['ce_recovered_mean_ablation'])} | {f(r['kl'], 4)} | "
+            f"{f(r['kl_zero_ablated'], 4)} | {f(r['kl_recovered'])} |"
         )
     lines.append(
         f"| all | – | – | – | {f(a['ce'])} | {f(a['ce_zero_ablated'])} | {f(a['ce_mean_ablated'])} | {f(a['ce_recovered'])} | "
-        f"{f(a['ce_recovered_mean_ablation'])} | {f(a['kl'], 4)} |"
+        f"{f(a['ce_recovered_mean_ablation'])} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {f(a['kl_recovered'])} |"
     )
+    lines += [
+        "",
+        "CE recovered = (CE ablated - CE spliced) / (CE ablated - CE original); it is ill-conditioned where ablating "
+        "the MLP barely changes the answer CE (small denominators), so KL recovered = 1 - KL(orig||spliced) / KL(orig||zero-ablated) "
+        "is shown too. FVU, L0 and dead fraction are over every held-out token; dead = never active on them.",
+    ]
     lines += ["", f"Cell-type accuracy: original {f(o['accuracy'])}, all transcoders spliced {f(a['accuracy'])}."]
     return "\n".join(lines) + "\n"
