@@ -110,6 +110,7 @@ def test_cli_layer_out_of_range_exit_2(neox_dir, tiny_data, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_cli_harvest_and_another_models_directory_exit_2(neox_dir, tiny_data, tmp_path, capsys):
     ad, tok, h5ad = tiny_data
     code, _, err = cli(capsys, "harvest", "--model", neox_dir, h5ad, "--label-key", LABEL_KEY, "--max-cells", "6", "--out", tmp_path / "a")
