@@ -85,7 +85,10 @@ class ArchAdapter:
 
     @property
     def unembed(self) -> nn.Module:
-        return self.model.embed_out if self.arch == "gpt_neox" else self.model.lm_head  # type: ignore[attr-defined]
+        out = self.model.get_output_embeddings()  # type: ignore[operator]  # embed_out (transformers<5) or lm_head
+        if out is None:
+            out = self.model.embed_out if self.arch == "gpt_neox" else self.model.lm_head  # type: ignore[attr-defined]
+        return out
 
     def resolve_layers(self, spec: str | list[int] | None) -> list[int]:
         """``"all"``/``None`` -> every layer; ``"0,2,5"`` or ``"1-3"`` -> those, range-checked."""
