@@ -12,8 +12,13 @@ from circuitdb.loaders.adapters import adapter_for
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed():  # noqa: ANN202
+    """Seeded, and single-threaded: tiny matmuls on a shared machine run faster on one thread."""
     torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _ids(n: int = 12, vocab: int = 100) -> torch.Tensor:
