@@ -229,3 +229,36 @@ def test_bad_input() -> None:
         attribute(CELL, model, random_transcoders(tiny_neox(d=16)), **kw)
     with pytest.raises(InputError, match="needs the cell type"):
         attribute(CELL.genes and CellSentence("c", 0, None, CELL.genes), model, tcs, **kw)
+
+
+@pytest.mark.slow
+def test_attribute_many_two_processes_equal_one(tmp_path) -> None:  # noqa: ANN001
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import attr_shard_worker
+
+    single = attr_shard_worker.run(None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = str(Path(__file__).parent / "attr_shard_worker.py")
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, worker, str(tmp_path / "out")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-2000:]
+    assert len(single) == 4
+    for i, g in enumerate(single):
+        back = AttributionGraph.load(tmp_path / "out" / f"g{i}.pt")
+        assert back.metadata["cell_id"] == g.metadata["cell_id"] == f"c{i}"
+        assert [nd.key for nd in back.nodes] == [nd.key for nd in g.nodes]
+        assert torch.equal(back.adjacency, g.adjacency)
+        assert torch.equal(back.head_weights, g.head_weights)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attr_fixtures import random_transcoders, tiny_gemma, tiny_neox
-from circuitdb.attribution.replacement import ReplacementModel, attn_forward, attn_transpose, check_transcoders
+from circuitdb.attribution.replacement import ReplacementModel, attn_forward, attn_transpose, check_transcoders, model_fingerprint
 from circuitdb.errors import InputError
 from circuitdb.loaders.adapters import adapter_for
 
@@ -125,6 +125,13 @@ def test_transcoders_of_another_model_are_refused() -> None:
     with pytest.raises(InputError, match="another model"):
         check_transcoders(adapter_for(model), random_transcoders(other))
     tcs = random_transcoders(model)
+    for tc in tcs.values():  # same widths, but recorded as trained on another model
+        tc.cfg.model = model_fingerprint(other)
+    with pytest.raises(InputError, match="trained on model"):
+        ReplacementModel(model, tcs)
+    for tc in tcs.values():
+        tc.cfg.model = model_fingerprint(model)
+    ReplacementModel(model, tcs)
     del tcs[1]
     with pytest.raises(InputError, match="layers \\[1\\]"):
         ReplacementModel(model, tcs)

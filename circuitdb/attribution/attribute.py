@@ -699,3 +699,66 @@ def _pairs(run: FrozenRun, nodes: list[GraphNode], kept: list[int], feat_node: d
     if not idx_out:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
     return torch.cat(idx_out), torch.cat(val_out)
+
+
+# =========================================================================== many cells
+def attribute_many(
+    cells: Sequence[Any],
+    model: nn.Module | ReplacementModel,
+    transcoders: Mapping[int, Transcoder] | Sequence[Transcoder] | None = None,
+    *,
+    callback: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> list[AttributionGraph] | None:
+    """Attribute many cells, sharded by cell over a torch.distributed (gloo) group.
+
+    With ``WORLD_SIZE > 1`` in the environment (``torchrun``, or RANK / WORLD_SIZE /
+    MASTER_ADDR / MASTER_PORT set by hand) rank ``r`` attributes cells ``r, r + W, ...``
+    and rank 0 gathers the graphs back into input order. A single process does all.
+
+    Parameters
+    ----------
+    cells
+        Cells (or prompts) for :func:`attribute`; each cell's own label is its answer.
+    model, transcoders
+        As for :func:`attribute` (build a :class:`ReplacementModel` once and pass it).
+    callback
+        ``callback(done, total_on_this_rank)`` after each cell.
+    **kwargs
+        Passed to :func:`attribute` for every cell.
+
+    Returns
+    -------
+    list of AttributionGraph or None
+        All graphs in input order on rank 0; ``None`` on other ranks.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders or {})
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        started = True
+    rank = dist.get_rank() if world > 1 else 0
+    try:
+        mine = list(range(rank, len(cells), world))
+        graphs: list[tuple[int, AttributionGraph]] = []
+        for k, i in enumerate(mine):
+            graphs.append((i, attribute(cells[i], rm, **kwargs)))
+            if callback is not None:
+                callback(k + 1, len(mine))
+        if world == 1:
+            return [g for _, g in graphs]
+        gathered: list[Any] | None = [None] * world if rank == 0 else None
+        dist.gather_object(graphs, gathered, dst=0)
+        if rank != 0:
+            return None
+        assert gathered is not None
+        merged = sorted((pair for part in gathered for pair in part), key=lambda p: p[0])
+        return [g for _, g in merged]
+    finally:
+        if started:
+            dist.destroy_process_group()

@@ -265,21 +265,33 @@ def load_transcoders(path: str | Path, *, device: str | torch.device = "cpu", dt
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short content hash of a model's config (architecture + sizes + name)."""
+    """A 16-hex hash of a model's config and weights, the one transcoders record in ``cfg.model``.
+
+    Same recipe as the transcoder trainer's: shape keys of the config, then per
+    tensor its name, a strided sample and its exact sum.
+    """
     import hashlib
 
+    h = hashlib.sha256()
     cfg = getattr(model, "config", None)
-    d = cfg.to_dict() if cfg is not None else {}
-    keep = {k: d.get(k) for k in sorted(d) if k in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                     "intermediate_size", "vocab_size", "_name_or_path")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if cfg is not None:
+        keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
+        h.update(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
+    for name, p in model.state_dict().items():
+        h.update(name.encode())
+        flat = p.detach().to("cpu", torch.float32).contiguous().view(-1)
+        h.update(flat[:: max(1, flat.numel() // 4096)].numpy().tobytes())
+        h.update(repr(float(flat.double().sum())).encode())
+    return h.hexdigest()[:16]
 
 
-def check_transcoders(adapter: ArchAdapter, transcoders: Mapping[int, Transcoder] | Sequence[Transcoder]) -> dict[int, Transcoder]:
+def check_transcoders(adapter: ArchAdapter, transcoders: Mapping[int, Transcoder] | Sequence[Transcoder], *,
+                      model_hash: str | None = None) -> dict[int, Transcoder]:
     """Check that ``transcoders`` cover every layer of the model with matching widths.
 
-    Raises :class:`InputError` for transcoders of another model (width or layer
-    count mismatch).
+    Raises :class:`InputError` for transcoders of another model: width or layer
+    count mismatch, or (when ``model_hash`` is given) a transcoder whose
+    ``cfg.model`` records a different :func:`model_fingerprint`.
     """
     tcs = dict(transcoders) if isinstance(transcoders, Mapping) else {i: t for i, t in enumerate(transcoders)}
     d = adapter.d_model
@@ -292,6 +304,11 @@ def check_transcoders(adapter: ArchAdapter, transcoders: Mapping[int, Transcoder
             )
         if not 0 <= layer < adapter.n_layers:
             raise InputError(f"transcoder for layer {layer} but the model has layers 0..{adapter.n_layers - 1}; use transcoders trained on this model")
+        if model_hash and tc.cfg.model and tc.cfg.model != model_hash:
+            raise InputError(
+                f"the layer-{layer} transcoder was trained on model {tc.cfg.model} but this model is {model_hash}; "
+                "these transcoders belong to another model: pass the transcoders trained on this model"
+            )
     missing = [i for i in range(adapter.n_layers) if i not in tcs]
     if missing:
         raise InputError(f"no transcoder for layers {missing}; attribution replaces every MLP: train transcoders for all layers")
@@ -305,7 +322,7 @@ class ReplacementModel:
     Parameters
     ----------
     model
-        ``AutoModelForCausalLM`` (GPT-NeoX or Gemma-2), in eval mode.
+        ``AutoModelForCausalLM`` (GPT-NeoX or Gemma-2); put in eval mode.
     transcoders
         One :class:`Transcoder` per layer (mapping layer -> transcoder, or a list).
     """
@@ -313,7 +330,10 @@ class ReplacementModel:
     def __init__(self, model: nn.Module, transcoders: Mapping[int, Transcoder] | Sequence[Transcoder]) -> None:
         self.model = model.eval()
         self.adapter = adapter_for(model)
-        self.transcoders = check_transcoders(self.adapter, transcoders)
+        tcs = dict(transcoders) if isinstance(transcoders, Mapping) else dict(enumerate(transcoders))
+        # hash the model only when some transcoder records the model it was trained on
+        self.model_hash = model_fingerprint(model) if any(t.cfg.model for t in tcs.values()) else None
+        self.transcoders = check_transcoders(self.adapter, tcs, model_hash=self.model_hash)
         cfg = model.config  # type: ignore[attr-defined]
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
         self.softcap = getattr(cfg, "final_logit_softcapping", None) if self.adapter.arch == "gemma2" else None
