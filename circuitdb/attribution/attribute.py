@@ -567,6 +567,8 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         "n_prompt_tokens": prep.n_prompt,
         "n_tokens": P,
         "input_ids": [int(t) for t in run.input_ids.tolist()],
+        "prompt_tokens": [_decode(tokenizer, int(t)) for t in run.input_ids.tolist()],
+        "target_prob": _target_prob(run, tgt),
         "target": {"label": tgt.label, "token_id": tgt.token, "token": _decode(tokenizer, tgt.token),
                    "contrast": tgt.contrast_label, "contrast_token_id": tgt.contrast_token,
                    "answer_prefix": list(tgt.prefix), "value": target_value, "space": "pre-softcap logit"},
@@ -587,6 +589,11 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     }
     return AttributionGraph(nodes=nodes, adjacency=adjacency, head_edges=head_edges, head_weights=head_weights, values=values,
                             metadata=metadata, pair_index=pair_index, pair_virtual=pair_virtual)
+
+
+def _target_prob(run: FrozenRun, tgt: Target) -> float:
+    """The model's probability of the target token at the last position (post-softcap)."""
+    return float(torch.softmax(run.logits[-1].double(), -1)[tgt.token])
 
 
 def _influence_share(row: torch.Tensor, n_feat: int) -> torch.Tensor:
