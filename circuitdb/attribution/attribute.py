@@ -97,6 +97,11 @@ def answer_target(tokenizer: Any, candidates: Sequence[str], answer: str, contra
                   template: PromptTemplate | None = None) -> Target:
     """The target token where ``answer`` first diverges from the other candidates.
 
+    The prefix is the longest one ``answer`` shares with its *closest* other candidate
+    (not the prefix shared by all candidates: with C2S labels such as ``CD14+ Monocyte``,
+    ``CD19+ B``, ``CD4+/CD25 T Reg`` most types share their first token ``" CD"``, whose
+    logit cannot tell them apart). The target token is then unique to ``answer``.
+
     With ``contrast``, the prefix is the one ``answer`` and ``contrast`` share and the
     target is the difference of their first diverging tokens' logits.
     """
@@ -108,10 +113,6 @@ def answer_target(tokenizer: Any, candidates: Sequence[str], answer: str, contra
         raise InputError(f"contrast type {contrast!r} is not among the model's answers {cands}; pick one of them")
     if contrast == answer:
         raise InputError(f"contrast type {contrast!r} equals the answer; pick a different type")
-    try:
-        from circuitdb.loaders.scoring import answer_divergence as _shared  # noqa: F401  (used once it lands)
-    except ImportError:
-        pass
     seqs = _answer_divergence(tokenizer, cands, template)
     if contrast is None:
         others = [c for c in cands if c != answer]
