@@ -158,26 +158,39 @@ class _Engine:
         self.run = run
         self.lay = _Layout(run)
         self.L = self.lay.L
+        self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
         # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
         for Ly in run.layers:
             assert Ly.feat_pos.numel() == 0 or bool((Ly.feat_pos[1:] >= Ly.feat_pos[:-1]).all())
 
     # -- recording -------------------------------------------------------------
+    def _slots(self, layer: int) -> tuple[torch.Tensor, int]:
+        """Each active feature's slot among the features at its position, and the most per position."""
+        if layer not in self._slot_cache:
+            pos = self.run.layers[layer].feat_pos
+            if pos.numel() == 0:
+                self._slot_cache[layer] = (pos, 0)
+            else:
+                first = torch.searchsorted(pos, pos, right=False)  # index of the first feature at the same position
+                slot = torch.arange(pos.numel(), device=pos.device) - first
+                self._slot_cache[layer] = (slot, int(slot.max()) + 1)
+        return self._slot_cache[layer]
+
     def _record_mlp(self, out: torch.Tensor, layer: int, g_m: torch.Tensor) -> None:
         """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``."""
         run, lay = self.run, self.lay
         Ly = run.layers[layer]
         R, Q, d = g_m.shape
-        # features at positions < Q
         n_l = int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)).item()) if Ly.feat_pos.numel() else 0
         if n_l:
-            step = max(1, _CHUNK_ELEMS // max(1, R * d))
+            # decoder rows padded per position -> one batched GEMM over positions
+            slot, kmax = self._slots(layer)
+            pos, sl = Ly.feat_pos[:n_l], slot[:n_l]
+            dec = torch.zeros(Q, kmax, d, dtype=g_m.dtype, device=g_m.device)
+            dec[pos, sl] = Ly.W_dec[Ly.feat_idx[:n_l]] * Ly.feat_act[:n_l, None]
+            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax)
             off = lay.feat_off[layer]
-            for a in range(0, n_l, step):
-                b = min(n_l, a + step)
-                dec = Ly.W_dec[Ly.feat_idx[a:b]]  # (c, d)
-                gm = g_m[:, Ly.feat_pos[a:b]]  # (R, c, d)
-                out[:, off + a: off + b] = (gm * dec).sum(-1) * Ly.feat_act[a:b]
+            out[:, off: off + n_l] = res[pos, :, sl].T
         e0 = lay.err0 + layer * lay.P
         out[:, e0: e0 + Q] = (g_m * Ly.error[:Q]).sum(-1)
         out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
@@ -352,6 +365,7 @@ def attribute(
     dtype: torch.dtype | None = None,
     head_split_nodes: int | None = 32,
     head_edges_per_node: int | None = 64,
+    heads: bool = True,
     pairs: bool = True,
     callback: ProgressCallback | None = None,
 ) -> AttributionGraph:
@@ -388,6 +402,10 @@ def attribute(
         Split cross-position edges per attention head for the targets and the top
         ``head_split_nodes`` features (by influence), keeping each node's
         ``head_edges_per_node`` largest cross-position incoming edges. ``None``: all.
+        Each split node costs about ``n_layers * n_heads / 2`` extra rows of backward
+        passes (one per head and layer, from that layer down).
+    heads
+        ``False`` skips the per-head split altogether.
     pairs
         Compute same-position feature-pair virtual weights.
     callback
@@ -418,7 +436,7 @@ def attribute(
         tok = int(logits.argmax())
         tgt = Target(_decode(tokenizer, tok), tok)
     graph = _build_graph(run, rm, tgt, prep, tokenizer, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
-                         head_split_nodes=head_split_nodes, head_edges_per_node=head_edges_per_node, pairs=pairs, cb=cb)
+                         head_split_nodes=head_split_nodes, head_edges_per_node=head_edges_per_node, heads=heads, pairs=pairs, cb=cb)
     graph.metadata["seconds"] = time.perf_counter() - t0
     return graph
 
@@ -431,7 +449,7 @@ def _decode(tokenizer: Any, tok: int) -> str:
 
 def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepared, tokenizer: Any, *,
                  max_feature_nodes: int | None, batch_size: int, head_split_nodes: int | None,
-                 head_edges_per_node: int | None, pairs: bool, cb: ProgressCallback) -> AttributionGraph:
+                 head_edges_per_node: int | None, heads: bool, pairs: bool, cb: ProgressCallback) -> AttributionGraph:
     eng = _Engine(run)
     lay = eng.lay
     L, P = lay.L, lay.P
@@ -557,8 +575,11 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
 
     # ---- influence (for ranking) and head split
     infl = _node_influence(adjacency, tnode, L + 2)
-    head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
-                                           col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
+    if not heads:
+        head_edges, head_weights = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, L, int(run.layers[0].pattern.shape[0]) if L else 0, dtype=dt)
+    else:
+        head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
+                                               col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
     pair_index, pair_virtual = _pairs(run, nodes, kept, feat_node, lay) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
 
     metadata: dict[str, Any] = {
@@ -585,7 +606,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         "dropped_features": n_feat - len(kept),
         "max_feature_nodes": max_feature_nodes,
         "error_nodes_include_dropped_features": n_feat > len(kept),
-        "head_split_rule": "last crossing",
+        "head_split_rule": "last crossing" if heads else None,
         "pairs_rule": "same position, residual path",
     }
     return AttributionGraph(nodes=nodes, adjacency=adjacency, head_edges=head_edges, head_weights=head_weights, values=values,
@@ -604,18 +625,26 @@ def _influence_share(row: torch.Tensor, n_feat: int) -> torch.Tensor:
 
 
 def _node_influence(adjacency: torch.Tensor, tnode: int, depth: int) -> torch.Tensor:
-    """Total (indirect) influence of each node on the target through the row-normalised |adjacency|."""
-    a = adjacency.abs().to(torch.float32)
-    s = a.sum(1, keepdim=True)
-    a = torch.where(s > 0, a / s.clamp_min(1e-30), a)
-    v = torch.zeros(a.shape[0])
-    v[tnode] = 1.0
-    infl = torch.zeros_like(v)
+    """Total (indirect) influence of each node on the target through the row-normalised |adjacency|.
+
+    Only feature and target rows have incoming edges, so the walk runs on those rows.
+    """
+    rows = torch.nonzero(adjacency.abs().sum(1) > 0).flatten()
+    if rows.numel() == 0:
+        return torch.zeros(adjacency.shape[0])
+    a = adjacency[rows].abs().to(torch.float32)
+    a = a / a.sum(1, keepdim=True).clamp_min(1e-30)  # (r, n)
+    sub = a[:, rows]  # row-node -> row-node
+    pos_t = int((rows == tnode).nonzero().flatten()[0])
+    v = torch.zeros(rows.numel())
+    v[pos_t] = 1.0
+    acc = torch.zeros(rows.numel())
     for _ in range(depth + 1):
-        v = v @ a
+        acc += v
+        v = v @ sub
         if float(v.abs().sum()) == 0:
             break
-        infl += v
+    infl = acc @ a
     return infl
 
 

@@ -142,13 +142,17 @@ def attn_forward(ov: OVWeights, pattern: torch.Tensor, y: torch.Tensor) -> torch
 def attn_transpose(ov: OVWeights, pattern: torch.Tensor, g: torch.Tensor, *, per_head: bool = False) -> torch.Tensor:
     """Transposed frozen attention: ``g (R, P, d)`` at the output -> ``(R, P, d)`` at the input.
 
-    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``.
+    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``. Written as plain matmuls
+    (batched GEMMs), which are several times faster on CPU than the einsum forms.
     """
-    z = torch.einsum("rqd,hed->rhqe", g, ov.W_O)
-    z = torch.einsum("hqp,rhqe->rhpe", pattern, z)
+    R, P, d = g.shape
+    H, dh, _ = ov.W_O.shape
+    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).reshape(R, P, H, dh).transpose(1, 2)  # (R, H, P, dh)
+    z = pattern.transpose(-1, -2) @ z  # (R, H, P, dh): sum_q A[q, p] z[q]
     if per_head:
-        return torch.einsum("rhpe,hde->rhpd", z, ov.W_V)
-    return torch.einsum("rhpe,hde->rpd", z, ov.W_V)
+        return z @ ov.W_V.transpose(1, 2)  # (R, H, P, d)
+    W_Vt = ov.W_V.transpose(1, 2).reshape(H * dh, d)  # rows (h, e)
+    return (z.transpose(1, 2).reshape(R * P, H * dh) @ W_Vt).reshape(R, P, d)
 
 
 # --------------------------------------------------------------------------- frozen run
