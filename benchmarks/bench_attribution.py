@@ -17,6 +17,9 @@ Models:
 
 * ``demo``: the shipped demo model and its transcoders (``--demo-model``,
   ``--demo-transcoders``; real gene prompts from pbmc68k_reduced through its tokenizer);
+* ``demo_config``: a random model with the demo model's shape (4 layers, d_model 128,
+  4 heads, d_mlp 512, vocab 1000) and random transcoders, for numbers before the
+  trained demo model ships;
 * ``pythia410m``: a random model with the full C2S-Pythia-410m config (24 layers,
   d_model 1024, 16 heads, d_mlp 4096, vocab 50304) and random TopK transcoders
   (``--features``, ``--k``). There is no Pythia tokenizer offline, so prompts are
@@ -43,6 +46,11 @@ from pathlib import Path
 from typing import Any
 
 GIB = 1 << 30
+#: random GPT-NeoX models: the full C2S-Pythia-410m config, and the demo model's shape
+RANDOM_CONFIGS = {
+    "pythia410m": dict(vocab_size=50304, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "demo_config": dict(vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
+}
 
 
 def _rss_peak() -> int:
@@ -61,23 +69,24 @@ def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[
     from circuitdb.attribution.replacement import ReplacementModel
 
     torch.manual_seed(0)
-    if args.model == "pythia410m":
+    if args.model in RANDOM_CONFIGS:
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
         from circuitdb.transcoder.model import Transcoder, TranscoderConfig
 
-        cfg = GPTNeoXConfig(vocab_size=50304, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                            intermediate_size=4096, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True,
+        shape = RANDOM_CONFIGS[args.model]
+        cfg = GPTNeoXConfig(**shape, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True,
                             tie_word_embeddings=False, attention_bias=True, attn_implementation="eager")
         model = GPTNeoXForCausalLM(cfg).eval()
         g = torch.Generator().manual_seed(1)
         tcs = {}
+        d = cfg.hidden_size
         for layer in range(cfg.num_hidden_layers):
-            tc = Transcoder(TranscoderConfig(d_in=1024, d_features=args.features, activation="topk", k=args.k, layer=layer))
+            tc = Transcoder(TranscoderConfig(d_in=d, d_features=args.features, activation="topk", k=args.k, layer=layer))
             tc.reset_parameters(g)
             tcs[layer] = tc.eval()
         n_tok = 48 + int(round(args.tokens_per_gene * n_genes))
-        ids = torch.randint(0, 50304, (n_tok,), generator=torch.Generator().manual_seed(n_genes))
+        ids = torch.randint(0, cfg.vocab_size, (n_tok,), generator=torch.Generator().manual_seed(n_genes))
         rm = ReplacementModel(model, tcs)
         return rm, ids, None, {"tokens": n_tok}
     # demo model
@@ -213,7 +222,7 @@ def _sub(args: argparse.Namespace, role: str, genes: int, spec: Path | None = No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="pythia410m", help="comma list: demo, pythia410m")
+    ap.add_argument("--models", default="pythia410m", help="comma list: demo, demo_config, pythia410m")
     ap.add_argument("--genes", default="50,100,200")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-feature-nodes", type=int, default=64)

@@ -495,7 +495,7 @@ class ReplacementModel:
                 pattern=pattern, ov=ov, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, W_skip=W_skip,
                 mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=act[pos, idx], feat_pre=pre[pos, idx],
             ))
-        unembed = ad.unembed
+        unembed = self.model.get_output_embeddings()  # type: ignore[operator]  # lm_head (transformers 5) / embed_out
         W_U = unembed.weight.detach().to(dt).T
         b_U = unembed.bias.detach().to(dt) if getattr(unembed, "bias", None) is not None else None
         final = _freeze_norm(ad.final_norm, caps["final"], kind, dt)
