@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "attribute": "circuitdb.cli.attribute:attribute_cmd",
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "sentences": "circuitdb.cli.sentences:sentences",
 }
 
 
