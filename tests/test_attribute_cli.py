@@ -52,9 +52,12 @@ def _args(root: Path, *extra: str, tc: str = "tc", cell: str = "cell1") -> list[
 
 
 def test_attribute_cli_writes_a_graph(setup, capsys) -> None:  # noqa: ANN001
-    code, err = _run(_args(setup, "--contrast", "Dendritic"), capsys)
+    code, err = _run(_args(setup, "--contrast", "Dendritic", "--float64", "--max-feature-nodes", "20"), capsys)
     assert code == 0, err
     g = AttributionGraph.load(setup / "out" / "cell1.pt")
+    rows = [i for i, nd in enumerate(g.nodes) if nd.kind in ("feature", "target")]
+    assert len(rows) == 21 and g.adjacency.dtype == torch.float64 and g.values is not None
+    assert torch.allclose(g.adjacency[rows].sum(1), g.values[rows], rtol=1e-6, atol=1e-9)
     assert g.metadata["cell_id"] == "cell1" and g.metadata["label"] == "CD56+ NK"
     assert g.metadata["target"]["label"] == "CD56+ NK" and g.metadata["target"]["contrast"] == "Dendritic"
     assert sum(nd.kind == "gene" for nd in g.nodes) == 6  # top_k from the model card

@@ -23,19 +23,13 @@ def _read_meta(model_dir: Path) -> dict[str, Any]:
         raise InputError(f"{p} is not valid JSON ({exc}); restore it or remove it") from None
 
 
-def _load_model(model_dir: Path, dtype: Any) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+def _load_model(model_dir: Path, use_f64: bool) -> tuple[Any, Any]:
+    """Model + fast tokenizer through the shared loader (float64 models are loaded as float32 then cast)."""
+    from circuitdb.loaders.model import load_model
 
-    hf_logging.disable_progress_bar()
-    if not model_dir.is_dir():
-        raise InputError(f"model directory {model_dir} does not exist; pass --model DIR with a saved model")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"cannot load the model in {model_dir}: {str(exc).splitlines()[0]}; check the directory") from None
-    return model.eval(), tok
+    loaded = load_model(model_dir)
+    model = loaded.model.double() if use_f64 else loaded.model
+    return model.eval(), loaded.tokenizer
 
 
 def _read_data(data: str) -> Any:
@@ -110,7 +104,7 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
         raise InputError(f"cell type {answer!r} is not among the model's answers {candidates}; pass --answer with one of them")
     if contrast is not None and contrast not in candidates:
         raise InputError(f"--contrast {contrast!r} is not among the model's answers {candidates}; pick one of them")
-    model, tokenizer = _load_model(model_dir, dtype)
+    model, tokenizer = _load_model(model_dir, use_f64)
     rm = ReplacementModel(model, load_transcoders(tc_dir, dtype=dtype))
     detail(f"cell {cell_id}: {cell.n_genes} genes, label {cell.label!r}; {len(candidates)} candidate types")
     with progress() as bar:
