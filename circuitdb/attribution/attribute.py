@@ -361,7 +361,7 @@ def attribute(
     template: PromptTemplate | None = None,
     organism: str = DEFAULT_ORGANISM,
     max_feature_nodes: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     head_split_nodes: int | None = 32,
     head_edges_per_node: int | None = 64,
@@ -395,7 +395,8 @@ def attribute(
         the target); ``None`` keeps every active feature. Left-out features are
         folded into the error nodes so all sums stay exact.
     batch_size
-        Rows per batched transposed pass.
+        Rows per batched transposed pass; ``None`` picks about ``2**23 / (tokens * d_model)``
+        (16 to 512), so small models get wide batches and large ones bounded memory.
     dtype
         Dtype of the frozen model (``torch.float64`` for exact checks).
     head_split_nodes, head_edges_per_node
@@ -435,6 +436,10 @@ def attribute(
     if tgt is None:
         tok = int(logits.argmax())
         tgt = Target(_decode(tokenizer, tok), tok)
+    if batch_size is None:
+        batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
+    elif batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     graph = _build_graph(run, rm, tgt, prep, tokenizer, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
                          head_split_nodes=head_split_nodes, head_edges_per_node=head_edges_per_node, heads=heads, pairs=pairs, cb=cb)
     graph.metadata["seconds"] = time.perf_counter() - t0
@@ -471,20 +476,19 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     feat_pos = torch.cat([Ly.feat_pos.cpu() for Ly in run.layers])
     feat_idx = torch.cat([Ly.feat_idx.cpu() for Ly in run.layers])
     n_feat = lay.n_feat
+    fl, fp, fi = feat_layer.tolist(), feat_pos.tolist(), feat_idx.tolist()
+    b_enc_of = [Ly.b_enc.tolist() for Ly in run.layers]
 
     def feat_row(f: int) -> _Row:
-        layer = int(feat_layer[f])
-        Ly = run.layers[layer]
-        j = f - lay.feat_off[layer]
-        i = int(Ly.feat_idx[j])
-        return _Row(layer, int(Ly.feat_pos[j]), Ly.W_enc[:, i], float(Ly.b_enc[i]))
+        layer, i = fl[f], fi[f]
+        return _Row(layer, fp[f], run.layers[layer].W_enc[:, i], b_enc_of[layer][i])
 
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
     rows_store = torch.zeros(budget, lay.n, dtype=dt, device=run.x0.device)
     order: list[int] = []
     if budget == n_feat:
         # every feature: batches sorted by (layer, pos) so each batch is shallow and short
-        todo = sorted(range(n_feat), key=lambda f: (int(feat_layer[f]), int(feat_pos[f])))
+        todo = sorted(range(n_feat), key=lambda f: (fl[f], fp[f]))
         for a in range(0, n_feat, batch_size):
             batch = todo[a: a + batch_size]
             rows_store[a: a + len(batch)] = eng.backward([feat_row(f) for f in batch])
@@ -498,7 +502,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             cand = scores.masked_fill(visited, -1.0)
             k = min(batch_size, budget - len(order))
             top = torch.topk(cand, k).indices.tolist()
-            batch = sorted(top, key=lambda f: (int(feat_layer[f]), int(feat_pos[f])))
+            batch = sorted(top, key=lambda f: (fl[f], fp[f]))
             got = eng.backward([feat_row(f) for f in batch])
             a = len(order)
             rows_store[a: a + len(batch)] = got
@@ -511,17 +515,16 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             cb("features", len(order), budget)
 
     # ---- nodes
-    kept = sorted(order, key=lambda f: (int(feat_layer[f]), int(feat_pos[f]), int(feat_idx[f])))
+    kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
     row_of = {f: i for i, f in enumerate(order)}
     nodes: list[GraphNode] = []
     col_map = torch.empty(lay.n, dtype=torch.long)
     feat_node = {}
+    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+    pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
     for f in kept:
-        layer = int(feat_layer[f])
-        Ly = run.layers[layer]
-        j = f - lay.feat_off[layer]
         feat_node[f] = len(nodes)
-        nodes.append(GraphNode("feature", layer=layer, pos=int(feat_pos[f]), index=int(feat_idx[f]), activation=float(Ly.feat_act[j])))
+        nodes.append(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]))
     err_node0 = len(nodes)
     for layer in range(L):
         for p in range(P):
@@ -554,17 +557,17 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     adjacency = torch.zeros(n, n, dtype=dt)
     col_map_dev = col_map.to(run.x0.device)
     kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
-    if kept:
-        mapped = torch.zeros(len(kept), n, dtype=dt, device=run.x0.device).index_add_(1, col_map_dev, rows_store[kept_rows.to(run.x0.device)])
-        adjacency[: len(kept)] = mapped.cpu()
+    step = max(1, _CHUNK_ELEMS // max(1, n))
+    for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
+        rows_a = kept_rows[a: a + step].to(run.x0.device)
+        mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=run.x0.device).index_add_(1, col_map_dev, rows_store[rows_a])
+        adjacency[a: a + rows_a.numel()] = mapped.cpu()
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=run.x0.device).index_add_(0, col_map_dev, t_rows[0]).cpu()
     del rows_store
 
     # ---- values
     values = torch.zeros(n, dtype=dt)
-    for f in kept:
-        layer = int(feat_layer[f])
-        values[feat_node[f]] = run.layers[layer].feat_pre[f - lay.feat_off[layer]].cpu()
+    values[: len(kept)] = torch.tensor([pre_all[f] for f in kept], dtype=dt)
     for layer in range(L):
         values[err_node0 + layer * P: err_node0 + (layer + 1) * P] = run.layers[layer].error.norm(dim=-1).cpu()
     emb_norm = run.x0.norm(dim=-1).cpu()
@@ -625,26 +628,27 @@ def _influence_share(row: torch.Tensor, n_feat: int) -> torch.Tensor:
 
 
 def _node_influence(adjacency: torch.Tensor, tnode: int, depth: int) -> torch.Tensor:
-    """Total (indirect) influence of each node on the target through the row-normalised |adjacency|.
+    """Indirect influence on the target of each node that has incoming edges (features, target).
 
-    Only feature and target rows have incoming edges, so the walk runs on those rows.
+    Walks the row-normalised ``|adjacency|`` restricted to those nodes; others get 0.
+    Used only to rank features (e.g. for the per-head split).
     """
-    rows = torch.nonzero(adjacency.abs().sum(1) > 0).flatten()
+    rowsum = adjacency.abs().sum(1)
+    rows = torch.nonzero(rowsum > 0).flatten()
+    infl = torch.zeros(adjacency.shape[0])
     if rows.numel() == 0:
-        return torch.zeros(adjacency.shape[0])
-    a = adjacency[rows].abs().to(torch.float32)
-    a = a / a.sum(1, keepdim=True).clamp_min(1e-30)  # (r, n)
-    sub = a[:, rows]  # row-node -> row-node
+        return infl
+    sub = adjacency[rows[:, None], rows[None, :]].abs().to(torch.float32) / rowsum[rows].to(torch.float32).clamp_min(1e-30)[:, None]
     pos_t = int((rows == tnode).nonzero().flatten()[0])
     v = torch.zeros(rows.numel())
     v[pos_t] = 1.0
     acc = torch.zeros(rows.numel())
     for _ in range(depth + 1):
-        acc += v
         v = v @ sub
         if float(v.abs().sum()) == 0:
             break
-    infl = acc @ a
+        acc += v
+    infl[rows] = acc
     return infl
 
 
