@@ -262,3 +262,40 @@ def test_attribute_many_two_processes_equal_one(tmp_path) -> None:  # noqa: ANN0
         assert [nd.key for nd in back.nodes] == [nd.key for nd in g.nodes]
         assert torch.equal(back.adjacency, g.adjacency)
         assert torch.equal(back.head_weights, g.head_weights)
+
+
+def _demo_model_dir():  # noqa: ANN202
+    from importlib.resources import files
+
+    try:
+        d = files("circuitdb.demo_data").joinpath("model")
+    except ModuleNotFoundError:  # pragma: no cover
+        return None
+    return d if d.joinpath("config.json").is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_demo_model_dir() is None, reason="the demo model is not shipped in this checkout (circuitdb/demo_data/model)")
+def test_completeness_on_the_demo_model() -> None:
+    """Float64 completeness on the shipped demo model (random transcoders), real gene prompt."""
+    import json
+
+    import scanpy as sc
+
+    from circuitdb.loaders.model import load_model
+    from circuitdb.loaders.sentences import SentenceOptions, iter_cell_sentences
+
+    d = _demo_model_dir()
+    lm = load_model(str(d))
+    model = lm.model.double()
+    meta = json.loads(d.joinpath("circuitdb.json").read_text())
+    tcs = random_transcoders(model, n_features=256, k=8, dec_scale=0.1)
+    adata = sc.datasets.pbmc68k_reduced()
+    cell = next(iter_cell_sentences(adata, SentenceOptions(top_k=20, label_key=meta.get("label_key", "bulk_labels"))))
+    g = attribute(cell, model, tcs, tokenizer=lm.tokenizer, candidates=meta["cell_types"], max_feature_nodes=150,
+                  head_split_nodes=2, head_edges_per_node=20)
+    assert sum(nd.kind == "gene" for nd in g.nodes) == 20
+    assert _completeness(g) < 1e-6
+    with torch.no_grad():
+        logits = model(torch.tensor(g.metadata["input_ids"])[None]).logits[0, -1]
+    assert abs(float(logits[g.metadata["target"]["token_id"]]) - g.metadata["target"]["value"]) < 1e-6
