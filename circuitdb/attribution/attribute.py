@@ -503,7 +503,10 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             k = min(batch_size, budget - len(order))
             top = torch.topk(cand, k).indices.tolist()
             batch = sorted(top, key=lambda f: (fl[f], fp[f]))
-            got = eng.backward([feat_row(f) for f in batch])
+            # sub-batches of neighbouring (layer, position): each pass stops at its own top
+            # layer and is truncated to its own last position
+            sub = max(16, batch_size // 8)
+            got = torch.cat([eng.backward([feat_row(f) for f in batch[c: c + sub]]) for c in range(0, len(batch), sub)])
             a = len(order)
             rows_store[a: a + len(batch)] = got
             order.extend(batch)
