@@ -141,13 +141,13 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     with _PeakRSS() as mem:
         for _ in range(args.repeat):  # the best of --repeat runs (the machine is shared)
             t0 = time.perf_counter()
-            g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
+            g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
                           heads=False, pairs=True)
             secs = min(secs, time.perf_counter() - t0)
     head_secs, head_edges = float("nan"), 0
     if args.head_split_nodes >= 0:  # a second attribution, with the per-head split of the target + N features
         t1 = time.perf_counter()
-        head = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
+        head = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
                          head_split_nodes=args.head_split_nodes, pairs=False)
         head_secs, head_edges = time.perf_counter() - t1, int(head.head_edges.shape[0])
     feats = [(nd.layer, nd.pos, nd.index) for nd in g.nodes if nd.kind == "feature"]
@@ -256,7 +256,7 @@ def main() -> None:
     ap.add_argument("--genes", default="50,100,200")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-feature-nodes", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=0, help="rows per pass (0: attribute()'s automatic choice)")
     ap.add_argument("--baseline-rows", type=int, default=16, help="rows the baseline is timed on (then scaled)")
     ap.add_argument("--features", type=int, default=4096, help="transcoder width for the random pythia model")
     ap.add_argument("--k", type=int, default=16, help="TopK of the random transcoders")

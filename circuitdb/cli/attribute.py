@@ -67,7 +67,7 @@ def _find_cell(adata: Any, cell_id: str, opts: Any) -> Any:
 @click.option("--label-key", default=None, help="obs column with cell types (default: the model card's, else bulk_labels).")
 @click.option("--top-k", type=int, default=None, help="Genes per cell sentence (default: the model card's, else 200).")
 @click.option("--max-feature-nodes", type=int, default=2000, show_default=True, help="Feature budget (0: every active feature).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per batched backward pass.")
+@click.option("--batch-size", type=int, default=0, show_default=True, help="Rows per batched backward pass (0: automatic).")
 @click.option("--head-split-nodes", type=int, default=32, show_default=True, help="Nodes whose incoming edges are split per head.")
 @click.option("--float64", "use_f64", is_flag=True, help="Attribute in float64 (exact sums).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .pt (a .json beside it when the exporter is available).")
@@ -86,8 +86,8 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
     from circuitdb.loaders.prompts import DEFAULT_ORGANISM, PromptTemplate
     from circuitdb.loaders.sentences import SentenceOptions
 
-    if max_feature_nodes < 0 or batch_size < 1 or head_split_nodes < 0:
-        raise InputError("--max-feature-nodes and --head-split-nodes must be >= 0 and --batch-size >= 1")
+    if max_feature_nodes < 0 or batch_size < 0 or head_split_nodes < 0:
+        raise InputError("--max-feature-nodes, --batch-size and --head-split-nodes must be >= 0")
     meta = _read_meta(model_dir) if model_dir.is_dir() else {}
     label_key = label_key or meta.get("label_key") or "bulk_labels"
     top_k = top_k or int(meta.get("top_k", 0) or 0) or 200
@@ -117,7 +117,7 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
 
         graph = attribute(cell, rm, tokenizer=tokenizer, answer=answer, candidates=candidates, contrast=contrast,
                           template=PromptTemplate(), organism=organism, max_feature_nodes=max_feature_nodes or None,
-                          batch_size=batch_size, dtype=dtype, head_split_nodes=head_split_nodes, callback=cb)
+                          batch_size=batch_size or None, dtype=dtype, head_split_nodes=head_split_nodes, callback=cb)
     out = out if out.suffix == ".pt" else out.with_suffix(out.suffix + ".pt") if out.suffix else out.with_suffix(".pt")
     graph.save(out)
     m = graph.metadata
