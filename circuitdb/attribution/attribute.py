@@ -511,10 +511,10 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             rows_store[a: a + len(batch)] = got
             order.extend(batch)
             visited[batch] = True
-            for j, f in enumerate(batch):
-                wf = float(scores[f].clamp_min(0))
-                if wf > 0:
-                    scores += wf * _influence_share(got[j], n_feat)
+            # each new row passes its own (pre-batch) influence estimate on to its sources
+            w = scores[torch.tensor(batch, device=scores.device)].clamp_min(0)
+            share = got[:, :n_feat].abs() / got.abs().sum(1, keepdim=True).clamp_min(1e-30)
+            scores += w @ share
             cb("features", len(order), budget)
 
     # ---- nodes
