@@ -47,8 +47,15 @@ def up(local: bool, port: int | None, data_dir: Path | None, auth: bool, timeout
 @click.command("down")
 @click.option("--timeout", "grace_s", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
               metavar="SECONDS", help="How long to wait after SIGTERM before killing.")
-def down(grace_s: float) -> None:
-    """Stop the local Neo4j started by 'db up --local' (its data stays)."""
+@click.option("--embedded", is_flag=True, help="Stop the embedded ArcadeDB server instead (its data stays).")
+@click.pass_context
+def down(ctx: click.Context, grace_s: float, embedded: bool) -> None:
+    """Stop the local Neo4j started by 'db up --local', or the embedded server (data stays)."""
+    if embedded:
+        from circuitdb.cli.db import down_embedded, settings_from_ctx
+
+        info(down_embedded(settings_from_ctx(ctx)))
+        return
     result = local_neo4j.stop(grace_s=grace_s)
     if result.pid is None:
         info(result.note)
@@ -58,8 +65,21 @@ def down(grace_s: float) -> None:
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
-def status(as_json: bool) -> None:
+@click.option("--embedded", is_flag=True, help="Report the embedded ArcadeDB server instead.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, embedded: bool) -> None:
     """Say whether the local Neo4j runs, on which port, with which data directory and auth."""
+    if embedded:
+        from circuitdb.cli.db import embedded_status, settings_from_ctx
+
+        state = embedded_status(settings_from_ctx(ctx))
+        if as_json:
+            emit_json(state)
+        elif state["running"]:
+            info(f"embedded ArcadeDB {state['version']}: up at {state['uri']}, data {state['data_dir']}, pid {state['pid']}")
+        else:
+            info(f"embedded ArcadeDB: not running (data {state['data_dir']})")
+        return
     result = local_neo4j.status()
     if as_json:
         emit_json(result.to_json())
