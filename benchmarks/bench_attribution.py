@@ -154,15 +154,17 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     tnode = int(g.indices("target")[0])
     key = {nd.key: i for i, nd in enumerate(g.nodes)}
     sample_edges = {}
-    for k_ in range(min(args.baseline_rows - 1, len(feats))):
-        layer, pos, idx = feats[k_]
+    # an evenly spaced sample over the (layer, position)-sorted features: all layers, all positions
+    stride = max(1, len(feats) // max(1, args.baseline_rows - 1))
+    sample = feats[::stride][: args.baseline_rows - 1]
+    for layer, pos, idx in sample:
         i = key[f"{layer}_{idx}_{pos}"]
         sample_edges[f"{layer}_{idx}_{pos}"] = {g.nodes[j].key: float(g.adjacency[i, j]) for j in torch.nonzero(g.adjacency[i]).flatten().tolist()
                                                 if g.nodes[j].kind == "feature"}
     sample_edges["target"] = {g.nodes[j].key: float(g.adjacency[tnode, j]) for j in torch.nonzero(g.adjacency[tnode]).flatten().tolist()
                               if g.nodes[j].kind == "feature"}
     return {"seconds": secs, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
-            "features": feats, "target_token": int(g.metadata["target"]["token_id"]), "active": g.metadata["n_active_features"],
+            "features": sample, "target_token": int(g.metadata["target"]["token_id"]), "active": g.metadata["n_active_features"],
             "head_split_seconds": head_secs, "head_edges": head_edges, "edges": sample_edges}
 
 
