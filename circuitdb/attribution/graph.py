@@ -72,6 +72,10 @@ class AttributionGraph:
         ``(n,)`` each node's own value: feature pre-activation, error magnitude, logit for targets.
     metadata
         prompt, cell id, label, target description, model/transcoder hashes...
+    pair_index, pair_virtual
+        Feature pairs ``(K, 2)`` (target node, source node) at the same position with their
+        input-invariant virtual weight ``(K,)`` (``W_dec . N^T W_enc`` through the frozen
+        norms); attribution = source activation x virtual weight (:func:`feature_pairs`).
     """
 
     nodes: list[GraphNode]
@@ -80,6 +84,8 @@ class AttributionGraph:
     head_weights: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, 0))
     values: torch.Tensor | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    pair_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
+    pair_virtual: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     def __post_init__(self) -> None:
         n = len(self.nodes)
@@ -101,6 +107,8 @@ class AttributionGraph:
                 "head_weights": self.head_weights,
                 "values": self.values,
                 "metadata": json.loads(json.dumps(self.metadata, default=str)),
+                "pair_index": self.pair_index,
+                "pair_virtual": self.pair_virtual,
             },
             tmp,
         )
@@ -117,4 +125,28 @@ class AttributionGraph:
             head_weights=d["head_weights"],
             values=d["values"],
             metadata=d["metadata"],
+            pair_index=d.get("pair_index", torch.zeros(0, 2, dtype=torch.long)),
+            pair_virtual=d.get("pair_virtual", torch.zeros(0)),
         )
+
+
+def feature_pairs(graph: AttributionGraph) -> "Any":
+    """Feature pairs of a graph as a DataFrame.
+
+    Columns: ``target``, ``source`` (node keys), ``target_layer``, ``source_layer``, ``pos``,
+    ``virtual_weight`` (input-invariant), ``activation`` (source), ``attribution``
+    (activation x virtual weight: the residual-path part of the edge) and ``edge``
+    (the full direct effect, which also counts attention and skip paths).
+    """
+    import pandas as pd
+
+    rows = []
+    for (t, s), vw in zip(graph.pair_index.tolist(), graph.pair_virtual.tolist()):
+        nt, ns = graph.nodes[t], graph.nodes[s]
+        rows.append({
+            "target": nt.key, "source": ns.key, "target_layer": nt.layer, "source_layer": ns.layer, "pos": nt.pos,
+            "virtual_weight": vw, "activation": ns.activation, "attribution": ns.activation * vw,
+            "edge": float(graph.adjacency[t, s]),
+        })
+    cols = ["target", "source", "target_layer", "source_layer", "pos", "virtual_weight", "activation", "attribution", "edge"]
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,321 @@
+"""Seconds and peak memory per cell of ``attribute()``, against the straightforward baseline.
+
+Claim: batched transposed passes through the frozen replacement model are at least
+10x faster than the straightforward baseline (one forward of the frozen model with
+autograd, then one ``autograd.grad`` backward pass per target node), with peak
+memory at most 4 GiB.
+
+For each model and prompt size (50, 100, 200 genes) one fresh subprocess runs
+``attribute()`` (so its peak RSS is its own) and another runs the baseline on the
+*same* target nodes (the target logit and the features ``attribute()`` kept); the
+baseline is timed on its first ``--baseline-rows`` rows and scaled to all rows, and
+its edges are checked against ours. Baseline seconds = its one forward (with autograd)
+plus its per-row backward time times the number of rows. Printed: seconds, peak RSS during attribution (sampled
+every 5 ms; and its increase over the loaded model and transcoders), the speed ratio, and the scaling exponent of seconds vs
+prompt tokens (log-log slope).
+
+Models:
+
+* ``demo``: the shipped demo model and its transcoders (``--demo-model``,
+  ``--demo-transcoders``; real gene prompts from pbmc68k_reduced through its tokenizer);
+* ``demo_config``: a random model with the demo model's shape (4 layers, d_model 128,
+  4 heads, d_mlp 512, vocab 1000) and random transcoders, for numbers before the
+  trained demo model ships;
+* ``pythia410m``: a random model with the full C2S-Pythia-410m config (24 layers,
+  d_model 1024, 16 heads, d_mlp 4096, vocab 50304) and random TopK transcoders
+  (``--features``, ``--k``). There is no Pythia tokenizer offline, so prompts are
+  synthetic token ids of the length the C2S prompt has (``--tokens-per-gene`` per gene
+  plus a 48-token template).
+
+Usage::
+
+    python benchmarks/bench_attribution.py --models pythia410m --max-feature-nodes 64
+    python benchmarks/bench_attribution.py --models demo --demo-model M --demo-transcoders T
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+GIB = 1 << 30
+#: random GPT-NeoX models: the full C2S-Pythia-410m config, and the demo model's shape
+RANDOM_CONFIGS = {
+    "pythia410m": dict(vocab_size=50304, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "demo_config": dict(vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
+}
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakRSS:
+    """Samples RSS every 5 ms while running: the peak of one phase (ru_maxrss also counts model set-up)."""
+
+    def __enter__(self) -> "_PeakRSS":
+        import threading
+
+        self.peak = _rss_now()
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(0.005):
+                self.peak = max(self.peak, _rss_now())
+
+        self._t = threading.Thread(target=loop, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss_now())
+
+
+# --------------------------------------------------------------------------- model setup
+def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[str, Any]]:
+    import torch
+
+    from circuitdb.attribution.replacement import ReplacementModel
+
+    torch.manual_seed(0)
+    if args.model in RANDOM_CONFIGS:
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        from circuitdb.transcoder.model import Transcoder, TranscoderConfig
+
+        shape = RANDOM_CONFIGS[args.model]
+        cfg = GPTNeoXConfig(**shape, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True,
+                            tie_word_embeddings=False, attention_bias=True, attn_implementation="eager")
+        model = GPTNeoXForCausalLM(cfg).eval()
+        g = torch.Generator().manual_seed(1)
+        tcs = {}
+        d = cfg.hidden_size
+        for layer in range(cfg.num_hidden_layers):
+            tc = Transcoder(TranscoderConfig(d_in=d, d_features=args.features, activation="topk", k=args.k, layer=layer))
+            tc.reset_parameters(g)
+            tcs[layer] = tc.eval()
+        n_tok = 48 + int(round(args.tokens_per_gene * n_genes))
+        ids = torch.randint(0, cfg.vocab_size, (n_tok,), generator=torch.Generator().manual_seed(n_genes))
+        rm = ReplacementModel(model, tcs)
+        return rm, ids, None, {"tokens": n_tok}
+    # demo model
+    import scanpy as sc
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from circuitdb.attribution.replacement import load_transcoders
+    from circuitdb.loaders.prompts import build_prompt, gene_token_spans
+
+    tok = AutoTokenizer.from_pretrained(args.demo_model, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(args.demo_model, local_files_only=True, dtype=torch.float32).eval()
+    rm = ReplacementModel(model, load_transcoders(args.demo_transcoders))
+    adata = sc.datasets.pbmc68k_reduced()
+    X = adata.raw.X
+    row = X[1].toarray().ravel() if hasattr(X, "toarray") else X[1]
+    order = sorted(range(len(row)), key=lambda j: -float(row[j]))
+    genes = [str(adata.raw.var_names[j]).upper() for j in order[:n_genes]]
+    ids, spans = gene_token_spans(tok, build_prompt(genes))
+    return rm, torch.tensor(ids), tok, {"tokens": len(ids)}
+
+
+# --------------------------------------------------------------------------- workers
+def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from circuitdb.attribution.attribute import attribute
+
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    rm, ids, tok, info = _setup(args, args.genes)
+    base = _rss_now()
+    secs = float("inf")
+    with _PeakRSS() as mem:
+        for _ in range(args.repeat):  # the best of --repeat runs (the machine is shared)
+            t0 = time.perf_counter()
+            g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
+                          heads=False, pairs=True)
+            secs = min(secs, time.perf_counter() - t0)
+    head_secs, head_edges = float("nan"), 0
+    if args.head_split_nodes >= 0:  # a second attribution, with the per-head split of the target + N features
+        t1 = time.perf_counter()
+        head = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
+                         head_split_nodes=args.head_split_nodes, pairs=False)
+        head_secs, head_edges = time.perf_counter() - t1, int(head.head_edges.shape[0])
+    feats = [(nd.layer, nd.pos, nd.index) for nd in g.nodes if nd.kind == "feature"]
+    tnode = int(g.indices("target")[0])
+    key = {nd.key: i for i, nd in enumerate(g.nodes)}
+    sample_edges = {}
+    # an evenly spaced sample over the (layer, position)-sorted features: all layers, all positions
+    stride = max(1, len(feats) // max(1, args.baseline_rows - 1))
+    sample = feats[::stride][: args.baseline_rows - 1]
+    for layer, pos, idx in sample:
+        i = key[f"{layer}_{idx}_{pos}"]
+        sample_edges[f"{layer}_{idx}_{pos}"] = {g.nodes[j].key: float(g.adjacency[i, j]) for j in torch.nonzero(g.adjacency[i]).flatten().tolist()
+                                                if g.nodes[j].kind == "feature"}
+    sample_edges["target"] = {g.nodes[j].key: float(g.adjacency[tnode, j]) for j in torch.nonzero(g.adjacency[tnode]).flatten().tolist()
+                              if g.nodes[j].kind == "feature"}
+    return {"seconds": secs, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
+            "features": sample, "target_token": int(g.metadata["target"]["token_id"]), "active": g.metadata["n_active_features"],
+            "head_split_seconds": head_secs, "head_edges": head_edges, "edges": sample_edges}
+
+
+def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """Straightforward: frozen forward with autograd, one backward per target node."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rm, ids, tok, info = _setup(args, args.genes)
+    spec = json.loads(Path(args.spec).read_text())
+    base = _rss_now()
+    t0 = time.perf_counter()
+    mem = _PeakRSS().__enter__()
+    with torch.no_grad():
+        run = rm.run(ids)
+    # leaves: per-layer active-feature activations, per-layer errors, the embeddings
+    acts = [L.feat_act.clone().requires_grad_(True) for L in run.layers]
+    errs = [L.error.clone().requires_grad_(True) for L in run.layers]
+    x0 = run.x0.clone().requires_grad_(True)
+    x = x0
+    pre_of: dict[tuple[int, int, int], torch.Tensor] = {}
+    loc = {}
+    for li, L in enumerate(run.layers):
+        for j, (p, i) in enumerate(zip(L.feat_pos.tolist(), L.feat_idx.tolist())):
+            loc[(li, p, i)] = j
+    wanted = [tuple(f) for f in spec["features"]][: args.baseline_rows - 1]
+    from circuitdb.attribution.replacement import attn_forward
+
+    for li, L in enumerate(run.layers):
+        y = L.norm_attn.apply(x) + (L.norm_attn.bias if L.norm_attn.bias is not None else 0)
+        a = attn_forward(L.ov, L.pattern, y) + L.ov.const
+        h = x + (L.post_attn.apply(a) if L.post_attn is not None else a)
+        u = L.norm_mlp.apply(x if L.parallel else h) + (L.norm_mlp.bias if L.norm_mlp.bias is not None else 0)
+        for f in wanted:
+            if f[0] == li:
+                pre_of[f] = u[f[1]] @ L.W_enc[:, f[2]] + L.b_enc[f[2]]
+        m = torch.zeros_like(x).index_add(0, L.feat_pos, acts[li][:, None] * L.W_dec[L.feat_idx]) + L.b_dec + errs[li]
+        if L.W_skip is not None:
+            m = m + u @ L.W_skip
+        x = h + (L.post_mlp.apply(m) if L.post_mlp is not None else m)
+    y = run.final_norm.apply(x) + (run.final_norm.bias if run.final_norm.bias is not None else 0)
+    logit = y[-1] @ run.W_U[:, spec["target_token"]]
+    targets = [("target", logit)] + [(f"{f[0]}_{f[2]}_{f[1]}", pre_of[f]) for f in wanted]
+    forward_secs = time.perf_counter() - t0
+    max_diff = 0.0
+    max_edge = 0.0
+    back_secs = float("inf")
+    for _ in range(args.repeat):
+        t1 = time.perf_counter()
+        grads_all = [torch.autograd.grad(value, acts + errs + [x0], retain_graph=True, allow_unused=True) for _, value in targets]
+        back_secs = min(back_secs, time.perf_counter() - t1)
+    for (name, value), grads in zip(targets, grads_all):
+        edges = {}
+        for li, L in enumerate(run.layers):
+            gi = grads[li]
+            if gi is None:
+                continue
+            for j, (p, i) in enumerate(zip(L.feat_pos.tolist(), L.feat_idx.tolist())):
+                edges[f"{li}_{i}_{p}"] = float(gi[j] * acts[li][j])
+        ours = spec["edges"].get(name, {})
+        for k, v in ours.items():
+            max_diff = max(max_diff, abs(v - edges.get(k, 0.0)))
+            max_edge = max(max_edge, abs(v))
+    mem.__exit__()
+    return {"forward_seconds": forward_secs, "backward_seconds_sample": back_secs, "rows_sample": len(targets),
+            "peak_rss": mem.peak, "model_rss": base,
+            "max_edge_diff": max_diff, "max_edge": max_edge}
+
+
+# --------------------------------------------------------------------------- driver
+def _sub(args: argparse.Namespace, role: str, genes: int, spec: Path | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", role, "--model-name", args.model_name_current, "--genes", str(genes),
+           "--threads", str(args.threads), "--max-feature-nodes", str(args.max_feature_nodes), "--batch-size", str(args.batch_size),
+           "--baseline-rows", str(args.baseline_rows), "--features", str(args.features), "--k", str(args.k),
+           "--tokens-per-gene", str(args.tokens_per_gene), "--head-split-nodes", str(args.head_split_nodes),
+           "--repeat", str(args.repeat)]
+    if args.demo_model:
+        cmd += ["--demo-model", args.demo_model, "--demo-transcoders", args.demo_transcoders]
+    if spec is not None:
+        cmd += ["--spec", str(spec)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"{role} worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="pythia410m", help="comma list: demo, demo_config, pythia410m")
+    ap.add_argument("--genes", default="50,100,200")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-feature-nodes", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=0, help="rows per pass (0: attribute()'s automatic choice)")
+    ap.add_argument("--baseline-rows", type=int, default=16, help="rows the baseline is timed on (then scaled)")
+    ap.add_argument("--features", type=int, default=4096, help="transcoder width for the random pythia model")
+    ap.add_argument("--k", type=int, default=16, help="TopK of the random transcoders")
+    ap.add_argument("--tokens-per-gene", type=float, default=2.5)
+    ap.add_argument("--head-split-nodes", type=int, default=-1, help="also time attribution with the head split of N features (-1: skip)")
+    ap.add_argument("--repeat", type=int, default=1, help="time each side this many times, keep the best")
+    ap.add_argument("--demo-model", default=None)
+    ap.add_argument("--demo-transcoders", default=None)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model-name", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        args.model = args.model_name
+        args.genes = int(args.genes)
+        res = _worker_ours(args) if args.worker == "ours" else _worker_baseline(args)
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
+
+    import tempfile
+
+    results = []
+    for model_name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        if model_name == "demo" and not (args.demo_model and args.demo_transcoders):
+            print("demo: skipped (pass --demo-model and --demo-transcoders)")
+            continue
+        args.model_name_current = model_name
+        for n in [int(x) for x in args.genes.split(",")]:
+            ours = _sub(args, "ours", n)
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump({"features": ours["features"], "target_token": ours["target_token"], "edges": ours["edges"]}, f)
+            base = _sub(args, "baseline", n, Path(f.name))
+            os.unlink(f.name)
+            base_total = base["forward_seconds"] + base["backward_seconds_sample"] / base["rows_sample"] * ours["rows"]
+            row = {"model": model_name, "genes": n, "tokens": ours["tokens"], "rows": ours["rows"], "active": ours["active"],
+                   "ours_s": ours["seconds"], "ours_peak_gib": ours["peak_rss"] / GIB, "model_gib": ours["model_rss"] / GIB,
+                   "ours_over_model_gib": (ours["peak_rss"] - ours["model_rss"]) / GIB,
+                   "baseline_s": base_total, "baseline_sample_rows": base["rows_sample"], "baseline_peak_gib": base["peak_rss"] / GIB,
+                   "ratio": base_total / ours["seconds"], "max_edge_diff": base["max_edge_diff"], "max_edge": base["max_edge"],
+                   "head_split_s": ours["head_split_seconds"], "head_edges": ours["head_edges"]}
+            results.append(row)
+            print(f"{model_name:10s} genes={n:4d} tokens={row['tokens']:4d} rows={row['rows']:5d} active={row['active']:6d} | "
+                  f"ours {row['ours_s']:8.2f}s peak RSS {row['ours_peak_gib']:.2f} GiB (+{row['ours_over_model_gib']:.2f} over the loaded model) | "
+                  f"baseline {row['baseline_s']:8.2f}s (timed on {row['baseline_sample_rows']} rows) | ratio {row['ratio']:6.1f}x | "
+                  f"edge check {row['max_edge_diff']:.1e} of {row['max_edge']:.1e} | attribution+head split {row['head_split_s']:.1f}s", flush=True)
+        pts = [(r["tokens"], r["ours_s"]) for r in results if r["model"] == model_name]
+        if len(pts) >= 2:
+            xs, ys = [math.log(t) for t, _ in pts], [math.log(s) for _, s in pts]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+            print(f"{model_name}: seconds ~ tokens^{slope:.2f} (log-log slope over {len(pts)} sizes)")
+            results.append({"model": model_name, "scaling_exponent": slope})
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

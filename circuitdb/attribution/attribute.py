@@ -1,0 +1,808 @@
+"""Attribution graph of one cell: direct effects in the local replacement model.
+
+The frozen model (:class:`~circuitdb.attribution.replacement.FrozenRun`) is linear
+between nodes, so every node's value (feature pre-activation, target logit) is an
+exact sum of direct effects from the sources that write into the residual stream:
+
+* **token embeddings** (per position; a gene's token span is merged into one gene
+  node; every other prompt token, including the appended answer prefix, is its own
+  ``token`` node per position),
+* **active transcoder features** (value written: ``activation * W_dec[i]``),
+* **error nodes** (layer, position): the true MLP output minus the transcoder's.
+  When ``max_feature_nodes`` keeps only part of the active features, the features
+  left out are folded into the error node of their (layer, position), so the sums
+  stay exact (``metadata["dropped_features"]`` counts them),
+* **bias nodes**, one per layer and one for the final norm/unembedding
+  (``layer == n_layers``): norm biases, attention biases, ``b_dec``, and the target
+  feature's own ``b_enc``.
+
+Edges are computed by batched transposed passes (vector-Jacobian products written
+out by hand for the frozen maps) from many target rows at once, never one autograd
+pass per node. Rows are truncated to the positions a target can see (causal).
+
+**Attention heads.** Every path from a source at position ``p`` to a target at
+``q != p`` crosses positions; it is assigned to the attention head of its *last*
+crossing (the head, closest to the target, that moved it to position ``q``). Per
+head parts of an edge therefore sum exactly to its cross-position part.
+
+**Feature pairs.** For kept features at the same position, the input-invariant
+virtual weight is ``W_dec[s] . N^T W_enc[:, t]`` through the frozen norms (the
+residual-stream path only; paths through attention or skip connections are not in
+it), and the input-dependent attribution is ``activation[s] * virtual weight``.
+Cross-position pairs have no virtual weight here: their attribution is the edge,
+split per head.
+
+**Gemma-2 softcap.** The target is the pre-softcap logit (linear in the nodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from circuitdb.attribution.graph import AttributionGraph, GraphNode
+from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, model_fingerprint
+from circuitdb.errors import InputError
+from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
+from circuitdb.loaders.sentences import CellSentence
+from circuitdb.transcoder.model import Transcoder
+
+TargetKind = Literal["answer", "top"]
+ProgressCallback = Callable[[str, int, int], None]
+_CHUNK_ELEMS = 1 << 24  # ~64 MiB of float32 per temporary
+
+
+# =========================================================================== targets
+@dataclass(frozen=True)
+class Target:
+    """What the graph explains: ``logit[token] - logit[contrast_token]`` at the last position."""
+
+    label: str
+    token: int
+    prefix: tuple[int, ...] = ()
+    contrast_label: str | None = None
+    contrast_token: int | None = None
+
+
+def _answer_divergence(tokenizer: Any, candidates: Sequence[str], template: PromptTemplate) -> dict[str, list[int]]:
+    """Each candidate's answer tokens (tokenised on its own, as appended after the prompt)."""
+    out = {}
+    for c in candidates:
+        out[c] = list(tokenizer(template.answer_text(c), add_special_tokens=False)["input_ids"])
+    return out
+
+
+def _diverge(seqs: Mapping[str, list[int]], answer: str, others: Sequence[str]) -> tuple[tuple[int, ...], int]:
+    """Shared prefix of ``answer`` with the closest other candidate, and its first diverging token."""
+    a = seqs[answer]
+    k = 0
+    for o in others:
+        b = seqs[o]
+        n = 0
+        while n < len(a) and n < len(b) and a[n] == b[n]:
+            n += 1
+        if n == len(a):
+            raise InputError(f"the answer for {answer!r} is a prefix of the answer for {o!r}; give the candidate types distinct names")
+        k = max(k, n)
+    return tuple(a[:k]), a[k]
+
+
+def answer_target(tokenizer: Any, candidates: Sequence[str], answer: str, contrast: str | None = None,
+                  template: PromptTemplate | None = None) -> Target:
+    """The target token where ``answer`` first diverges from the other candidates.
+
+    The prefix is the longest one ``answer`` shares with its *closest* other candidate
+    (not the prefix shared by all candidates: with C2S labels such as ``CD14+ Monocyte``,
+    ``CD19+ B``, ``CD4+/CD25 T Reg`` most types share their first token ``" CD"``, whose
+    logit cannot tell them apart). The target token is then unique to ``answer``.
+
+    With ``contrast``, the prefix is the one ``answer`` and ``contrast`` share and the
+    target is the difference of their first diverging tokens' logits.
+    """
+    template = template or PromptTemplate()
+    cands = list(dict.fromkeys(candidates))
+    if answer not in cands:
+        raise InputError(f"cell type {answer!r} is not among the model's answers {cands}; pick one of them")
+    if contrast is not None and contrast not in cands:
+        raise InputError(f"contrast type {contrast!r} is not among the model's answers {cands}; pick one of them")
+    if contrast == answer:
+        raise InputError(f"contrast type {contrast!r} equals the answer; pick a different type")
+    seqs = _answer_divergence(tokenizer, cands, template)
+    if contrast is None:
+        others = [c for c in cands if c != answer]
+        prefix, tok = _diverge(seqs, answer, others)
+        return Target(answer, tok, prefix)
+    prefix, tok = _diverge(seqs, answer, [contrast])
+    b = seqs[contrast]
+    return Target(answer, tok, prefix, contrast, b[len(prefix)])
+
+
+# =========================================================================== engine
+@dataclass(frozen=True)
+class _Row:
+    """One row to attribute: a vector injected at ``layer`` (``n_layers`` = final residual) and ``pos``."""
+
+    layer: int
+    pos: int
+    vec: torch.Tensor
+    const: float
+
+
+class _Layout:
+    """Column layout of the full source space: all active features, errors, tokens, biases."""
+
+    def __init__(self, run: FrozenRun) -> None:
+        self.L = len(run.layers)
+        self.P = run.n_pos
+        counts = [int(Ly.feat_pos.numel()) for Ly in run.layers]
+        self.feat_off = [0]
+        for c in counts:
+            self.feat_off.append(self.feat_off[-1] + c)
+        self.n_feat = self.feat_off[-1]
+        self.err0 = self.n_feat
+        self.tok0 = self.err0 + self.L * self.P
+        self.bias0 = self.tok0 + self.P
+        self.n = self.bias0 + self.L + 1
+
+
+class _Engine:
+    """Batched transposed passes through a frozen run."""
+
+    def __init__(self, run: FrozenRun) -> None:
+        self.run = run
+        self.lay = _Layout(run)
+        self.L = self.lay.L
+        self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
+        # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
+        for Ly in run.layers:
+            assert Ly.feat_pos.numel() == 0 or bool((Ly.feat_pos[1:] >= Ly.feat_pos[:-1]).all())
+
+    # -- recording -------------------------------------------------------------
+    def _slots(self, layer: int) -> tuple[torch.Tensor, int]:
+        """Each active feature's slot among the features at its position, and the most per position."""
+        if layer not in self._slot_cache:
+            pos = self.run.layers[layer].feat_pos
+            if pos.numel() == 0:
+                self._slot_cache[layer] = (pos, 0)
+            else:
+                first = torch.searchsorted(pos, pos, right=False)  # index of the first feature at the same position
+                slot = torch.arange(pos.numel(), device=pos.device) - first
+                self._slot_cache[layer] = (slot, int(slot.max()) + 1)
+        return self._slot_cache[layer]
+
+    def _record_mlp(self, out: torch.Tensor, layer: int, g_m: torch.Tensor) -> None:
+        """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``."""
+        run, lay = self.run, self.lay
+        Ly = run.layers[layer]
+        R, Q, d = g_m.shape
+        n_l = int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)).item()) if Ly.feat_pos.numel() else 0
+        if n_l:
+            # decoder rows padded per position -> one batched GEMM over positions
+            slot, kmax = self._slots(layer)
+            pos, sl = Ly.feat_pos[:n_l], slot[:n_l]
+            dec = torch.zeros(Q, kmax, d, dtype=g_m.dtype, device=g_m.device)
+            dec[pos, sl] = Ly.W_dec[Ly.feat_idx[:n_l]] * Ly.feat_act[:n_l, None]
+            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax)
+            off = lay.feat_off[layer]
+            out[:, off: off + n_l] = res[pos, :, sl].T
+        e0 = lay.err0 + layer * lay.P
+        out[:, e0: e0 + Q] = (g_m * Ly.error[:Q]).sum(-1)
+        out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
+
+    def backward(self, rows: Sequence[_Row], *, g_top: torch.Tensor | None = None, start: int | None = None,
+                 diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Direct effects of every source on each row: ``(R, n_sources)``.
+
+        ``g_top``/``start``: begin from a given gradient at the residual entering layer
+        ``start + 1`` (used for per-head rows). ``diag_only`` keeps only same-position
+        attention; ``spawn(layer, g)`` then receives each layer's off-diagonal per-head
+        gradients ``(R, H, Q, d)`` at the residual entering that layer.
+        """
+        run, lay = self.run, self.lay
+        L = self.L
+        dt, dev = run.dtype, run.x0.device
+        if g_top is not None:
+            R, Q = g_top.shape[0], g_top.shape[1]
+            G = g_top
+            top = int(start if start is not None else L - 1)
+        else:
+            R = len(rows)
+            Q = max(r.pos for r in rows) + 1
+            G = torch.zeros(R, Q, run.x0.shape[1], dtype=dt, device=dev)
+            top = max(r.layer for r in rows)
+        out = torch.zeros(R, lay.n, dtype=dt, device=dev)
+        for i, r in enumerate(rows):
+            out[i, lay.bias0 + r.layer] += r.const
+        if g_top is None and top == L:
+            fin = [i for i, r in enumerate(rows) if r.layer == L]
+            inj = torch.zeros(len(fin), Q, G.shape[2], dtype=dt, device=dev)
+            for j, i in enumerate(fin):
+                inj[j, rows[i].pos] = rows[i].vec
+            fn = run.final_norm
+            if fn.bias is not None:
+                out[fin, lay.bias0 + L] += inj.sum(1) @ fn.bias
+            G[fin] = _norm_t(fn, inj, Q)
+            top = L - 1
+        by_layer: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            if r.layer < L:
+                by_layer.setdefault(r.layer, []).append(i)
+        for layer in range(top, -1, -1):
+            Ly = run.layers[layer]
+            g_m = _norm_t(Ly.post_mlp, G, Q) if Ly.post_mlp is not None else G
+            self._record_mlp(out, layer, g_m)
+            g_u = g_m @ Ly.W_skip.T if Ly.W_skip is not None else None
+            if layer in by_layer:
+                if g_u is None:
+                    g_u = torch.zeros_like(G)
+                for i in by_layer[layer]:
+                    g_u[i, rows[i].pos] += rows[i].vec
+            if g_u is not None:
+                if Ly.norm_mlp.bias is not None:
+                    out[:, lay.bias0 + layer] += g_u.sum(1) @ Ly.norm_mlp.bias
+                g_from_u = _norm_t(Ly.norm_mlp, g_u, Q)
+            else:
+                g_from_u = None
+            g_h = G if (Ly.parallel or g_from_u is None) else G + g_from_u
+            g_a = _norm_t(Ly.post_attn, g_h, Q) if Ly.post_attn is not None else g_h
+            out[:, lay.bias0 + layer] += g_a.sum(1) @ Ly.ov.const
+            pattern = Ly.pattern[:, :Q, :Q]
+            if diag_only:
+                diag = torch.diag_embed(pattern.diagonal(dim1=-2, dim2=-1))
+                if spawn is not None:
+                    per_head = attn_transpose(Ly.ov, pattern - diag, g_a, per_head=True)  # (R, H, Q, d)
+                    spawn(layer, _norm_t(Ly.norm_attn, per_head, Q))
+                pattern = diag
+            g_y = attn_transpose(Ly.ov, pattern, g_a)
+            if Ly.norm_attn.bias is not None:
+                out[:, lay.bias0 + layer] += g_y.sum(1) @ Ly.norm_attn.bias
+            G = g_h + _norm_t(Ly.norm_attn, g_y, Q)
+            if Ly.parallel and g_from_u is not None:
+                G = G + g_from_u
+        out[:, lay.tok0: lay.tok0 + Q] = (G * run.x0[:Q]).sum(-1)
+        return out
+
+    def head_split(self, rows: Sequence[_Row], col_map: torch.Tensor, n_nodes: int, chunk: int = 64) -> torch.Tensor:
+        """Per-head cross-position contributions ``(R, L, H, n_nodes)`` (last-crossing rule).
+
+        ``col_map`` maps each source column to its graph node (index_add).
+        """
+        run = self.run
+        L, H = self.L, run.layers[0].pattern.shape[0]
+        R = len(rows)
+        dev = run.x0.device
+        res = torch.zeros(R, L, H, n_nodes, dtype=run.dtype, device=dev)
+        col_map = col_map.to(dev)
+
+        def spawn(layer: int, g: torch.Tensor) -> None:
+            flat = g.reshape(R * H, g.shape[2], g.shape[3])
+            for a in range(0, R * H, chunk):
+                part = flat[a: a + chunk]
+                if layer == 0:  # nothing below layer 0 but the embeddings
+                    full = torch.zeros(part.shape[0], self.lay.n, dtype=run.dtype, device=dev)
+                    full[:, self.lay.tok0: self.lay.tok0 + part.shape[1]] = (part * run.x0[: part.shape[1]]).sum(-1)
+                else:
+                    full = self.backward([], g_top=part, start=layer - 1)
+                full[:, self.lay.bias0:] = 0.0  # constants have no position: not part of any crossing
+                mapped = torch.zeros(part.shape[0], n_nodes, dtype=run.dtype, device=dev).index_add_(1, col_map, full)
+                r_idx = torch.arange(a, a + part.shape[0], device=dev)
+                res[r_idx // H, layer, r_idx % H] = mapped
+
+        self.backward(rows, diag_only=True, spawn=spawn)
+        return res
+
+
+def _norm_t(norm: Any, g: torch.Tensor, Q: int) -> torch.Tensor:
+    """Transposed frozen norm on ``(..., Q, d)`` (positions truncated to ``Q``)."""
+    h = g * norm.inv[:Q, None] * norm.weight
+    if norm.kind == "layer":
+        h = h - h.mean(-1, keepdim=True)
+    return h
+
+
+# =========================================================================== prompt handling
+@dataclass
+class _Prepared:
+    ids: list[int]
+    spans: list[GeneSpan]
+    text: str
+    cell_id: str | None
+    label: str | None
+    n_prompt: int
+
+
+def _prepare(prompt_or_cell: Any, tokenizer: Any, organism: str, template: PromptTemplate | None) -> _Prepared:
+    cell_id = label = None
+    if isinstance(prompt_or_cell, CellSentence):
+        cell_id, label = prompt_or_cell.cell_id, prompt_or_cell.label
+        prompt_or_cell = build_prompt(prompt_or_cell.genes, organism=organism, template=template)
+    if isinstance(prompt_or_cell, Prompt):
+        if tokenizer is None:
+            raise InputError("attributing a gene prompt needs its tokenizer; pass tokenizer=")
+        ids, spans = gene_token_spans(tokenizer, prompt_or_cell)
+        return _Prepared(ids, spans, prompt_or_cell.text, cell_id, label, len(ids))
+    if isinstance(prompt_or_cell, str):
+        if tokenizer is None:
+            raise InputError("attributing a text prompt needs its tokenizer; pass tokenizer=")
+        ids = list(tokenizer(prompt_or_cell)["input_ids"])
+        return _Prepared(ids, [], prompt_or_cell, None, None, len(ids))
+    ids = [int(t) for t in torch.as_tensor(prompt_or_cell).reshape(-1).tolist()]
+    return _Prepared(ids, [], "", None, None, len(ids))
+
+
+def transcoders_fingerprint(transcoders: Mapping[int, Transcoder]) -> str:
+    """A short hash of the transcoders' configs and a sample of their weights."""
+    h = hashlib.sha256()
+    for layer in sorted(transcoders):
+        tc = transcoders[layer]
+        h.update(json.dumps({"layer": layer, "d_in": tc.cfg.d_in, "d_features": tc.cfg.d_features, "act": tc.cfg.activation,
+                             "model": tc.cfg.model, "data": tc.cfg.data_hash}, sort_keys=True).encode())
+        h.update(tc.W_enc.detach().reshape(-1)[:4096].to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# =========================================================================== entry point
+def attribute(
+    prompt_or_cell: CellSentence | Prompt | str | Sequence[int] | torch.Tensor,
+    model: nn.Module | ReplacementModel,
+    transcoders: Mapping[int, Transcoder] | Sequence[Transcoder] | None = None,
+    *,
+    tokenizer: Any = None,
+    target: TargetKind = "answer",
+    answer: str | None = None,
+    candidates: Sequence[str] | None = None,
+    contrast: str | None = None,
+    template: PromptTemplate | None = None,
+    organism: str = DEFAULT_ORGANISM,
+    max_feature_nodes: int | None = None,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    head_split_nodes: int | None = 32,
+    head_edges_per_node: int | None = 64,
+    heads: bool = True,
+    pairs: bool = True,
+    callback: ProgressCallback | None = None,
+) -> AttributionGraph:
+    """Attribution graph of one prompt or cell in the local replacement model.
+
+    Parameters
+    ----------
+    prompt_or_cell
+        A :class:`CellSentence` (genes, label, id), a rendered :class:`Prompt`, a text
+        prompt, or token ids. Gene nodes exist only for cells/prompts (gene spans).
+    model
+        The Hugging Face model (with ``transcoders``) or a :class:`ReplacementModel`.
+    transcoders
+        One transcoder per layer (ignored when ``model`` is a ReplacementModel).
+    tokenizer
+        The model's fast tokenizer (needed unless token ids are given).
+    target
+        ``"answer"``: the logit of the answer token where ``answer`` (default: the
+        cell's label) first diverges from the other ``candidates``, with the shared
+        answer prefix appended to the prompt. ``"top"``: the model's top next token.
+    answer, candidates
+        The cell type to explain and all cell types the model answers.
+    contrast
+        Explain ``logit(answer) - logit(contrast)`` at their first diverging token.
+    max_feature_nodes
+        Keep at most this many features (chosen greedily by estimated influence on
+        the target); ``None`` keeps every active feature. Left-out features are
+        folded into the error nodes so all sums stay exact.
+    batch_size
+        Rows per batched transposed pass; ``None`` picks about ``2**23 / (tokens * d_model)``
+        (16 to 512), so small models get wide batches and large ones bounded memory.
+    dtype
+        Dtype of the frozen model (``torch.float64`` for exact checks).
+    head_split_nodes, head_edges_per_node
+        Split cross-position edges per attention head for the targets and the top
+        ``head_split_nodes`` features (by influence), keeping each node's
+        ``head_edges_per_node`` largest cross-position incoming edges. ``None``: all.
+        Each split node costs about ``n_layers * n_heads / 2`` extra rows of backward
+        passes (one per head and layer, from that layer down).
+    heads
+        ``False`` skips the per-head split altogether.
+    pairs
+        Compute same-position feature-pair virtual weights.
+    callback
+        ``callback(stage, done, total)`` for progress.
+
+    Returns
+    -------
+    AttributionGraph
+    """
+    t0 = time.perf_counter()
+    rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders or {})
+    cb = callback or (lambda stage, done, total: None)
+    prep = _prepare(prompt_or_cell, tokenizer, organism, template)
+    tgt: Target | None = None
+    if target == "answer":
+        answer = answer or prep.label
+        if answer is None or candidates is None or tokenizer is None:
+            raise InputError("target='answer' needs the cell type (answer= or a labelled cell), candidates= and tokenizer=; or use target='top'")
+        tgt = answer_target(tokenizer, candidates, answer, contrast, template)
+        prep.ids = prep.ids + list(tgt.prefix)
+    elif target != "top":
+        raise InputError(f"target must be 'answer' or 'top', not {target!r}")
+    rm.check_length(len(prep.ids))
+    run = rm.run(prep.ids, dtype=dtype)
+    cb("forward", 1, 1)
+    logits = run.pre_softcap_logits(-1)
+    if tgt is None:
+        tok = int(logits.argmax())
+        tgt = Target(_decode(tokenizer, tok), tok)
+    if batch_size is None:
+        batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
+    elif batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    graph = _build_graph(run, rm, tgt, prep, tokenizer, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
+                         head_split_nodes=head_split_nodes, head_edges_per_node=head_edges_per_node, heads=heads, pairs=pairs, cb=cb)
+    graph.metadata["seconds"] = time.perf_counter() - t0
+    return graph
+
+
+def _decode(tokenizer: Any, tok: int) -> str:
+    if tokenizer is None:
+        return str(tok)
+    return str(tokenizer.decode([tok]))
+
+
+def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepared, tokenizer: Any, *,
+                 max_feature_nodes: int | None, batch_size: int, head_split_nodes: int | None,
+                 head_edges_per_node: int | None, heads: bool, pairs: bool, cb: ProgressCallback) -> AttributionGraph:
+    eng = _Engine(run)
+    lay = eng.lay
+    L, P = lay.L, lay.P
+    dt = run.dtype
+    q = P - 1
+    # ---- target row
+    w = run.W_U[:, tgt.token].clone()
+    const = float(run.b_U[tgt.token]) if run.b_U is not None else 0.0
+    if tgt.contrast_token is not None:
+        w = w - run.W_U[:, tgt.contrast_token]
+        const -= float(run.b_U[tgt.contrast_token]) if run.b_U is not None else 0.0
+    target_row = _Row(L, q, w, const)
+    lg = run.pre_softcap_logits(-1)
+    target_value = float(lg[tgt.token] - (lg[tgt.contrast_token] if tgt.contrast_token is not None else 0.0))
+    t_rows = eng.backward([target_row])  # (1, n)
+
+    # ---- feature rows
+    feat_layer = torch.cat([torch.full((int(Ly.feat_pos.numel()),), Ly.index, dtype=torch.long) for Ly in run.layers]) if L else torch.zeros(0, dtype=torch.long)
+    feat_pos = torch.cat([Ly.feat_pos.cpu() for Ly in run.layers])
+    feat_idx = torch.cat([Ly.feat_idx.cpu() for Ly in run.layers])
+    n_feat = lay.n_feat
+    fl, fp, fi = feat_layer.tolist(), feat_pos.tolist(), feat_idx.tolist()
+    b_enc_of = [Ly.b_enc.tolist() for Ly in run.layers]
+
+    def feat_row(f: int) -> _Row:
+        layer, i = fl[f], fi[f]
+        return _Row(layer, fp[f], run.layers[layer].W_enc[:, i], b_enc_of[layer][i])
+
+    budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
+    rows_store = torch.zeros(budget, lay.n, dtype=dt, device=run.x0.device)
+    order: list[int] = []
+    if budget == n_feat:
+        # every feature: batches sorted by (layer, pos) so each batch is shallow and short
+        todo = sorted(range(n_feat), key=lambda f: (fl[f], fp[f]))
+        for a in range(0, n_feat, batch_size):
+            batch = todo[a: a + batch_size]
+            rows_store[a: a + len(batch)] = eng.backward([feat_row(f) for f in batch])
+            order.extend(batch)
+            cb("features", len(order), budget)
+    else:
+        scores = torch.zeros(n_feat, dtype=dt, device=run.x0.device)
+        visited = torch.zeros(n_feat, dtype=torch.bool, device=run.x0.device)
+        scores += _influence_share(t_rows[0], n_feat)
+        while len(order) < budget:
+            cand = scores.masked_fill(visited, -1.0)
+            k = min(batch_size, budget - len(order))
+            top = torch.topk(cand, k).indices.tolist()
+            batch = sorted(top, key=lambda f: (fl[f], fp[f]))
+            # sub-batches of neighbouring (layer, position): each pass stops at its own top
+            # layer and is truncated to its own last position
+            sub = max(16, batch_size // 8)
+            got = torch.cat([eng.backward([feat_row(f) for f in batch[c: c + sub]]) for c in range(0, len(batch), sub)])
+            a = len(order)
+            rows_store[a: a + len(batch)] = got
+            order.extend(batch)
+            visited[batch] = True
+            # each new row passes its own (pre-batch) influence estimate on to its sources
+            w = scores[torch.tensor(batch, device=scores.device)].clamp_min(0)
+            share = got[:, :n_feat].abs() / got.abs().sum(1, keepdim=True).clamp_min(1e-30)
+            scores += w @ share
+            cb("features", len(order), budget)
+
+    # ---- nodes
+    kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
+    row_of = {f: i for i, f in enumerate(order)}
+    nodes: list[GraphNode] = []
+    col_map = torch.empty(lay.n, dtype=torch.long)
+    feat_node = {}
+    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+    pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
+    for f in kept:
+        feat_node[f] = len(nodes)
+        nodes.append(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]))
+    err_node0 = len(nodes)
+    for layer in range(L):
+        for p in range(P):
+            nodes.append(GraphNode("error", layer=layer, pos=p))
+    col_map[lay.err0: lay.tok0] = torch.arange(err_node0, err_node0 + L * P)
+    kept_mask = torch.zeros(n_feat, dtype=torch.bool)
+    kept_mask[kept] = True
+    col_map[:n_feat] = err_node0 + feat_layer * P + feat_pos  # dropped features fold into their error node
+    for f in kept:
+        col_map[f] = feat_node[f]
+    gene_of_pos: dict[int, int] = {}
+    for sp in prep.spans:
+        gene_of_pos.update({p: len(nodes) for p in range(sp.start, sp.end)})
+        nodes.append(GraphNode("gene", pos=sp.start, span_end=sp.end, gene=sp.gene))
+    for p in range(P):
+        if p not in gene_of_pos:
+            gene_of_pos[p] = len(nodes)
+            nodes.append(GraphNode("token", pos=p, token=_decode(tokenizer, int(run.input_ids[p]))))
+    col_map[lay.tok0: lay.bias0] = torch.tensor([gene_of_pos[p] for p in range(P)], dtype=torch.long)
+    bias_node0 = len(nodes)
+    for layer in range(L + 1):
+        nodes.append(GraphNode("bias", layer=layer))
+    col_map[lay.bias0:] = torch.arange(bias_node0, bias_node0 + L + 1)
+    tnode = len(nodes)
+    label = tgt.label if tgt.contrast_label is None else f"{tgt.label} - {tgt.contrast_label}"
+    nodes.append(GraphNode("target", pos=q, index=tgt.token, label=label, token=_decode(tokenizer, tgt.token)))
+    n = len(nodes)
+
+    # ---- adjacency
+    adjacency = torch.zeros(n, n, dtype=dt)
+    col_map_dev = col_map.to(run.x0.device)
+    kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
+    step = max(1, _CHUNK_ELEMS // max(1, n))
+    for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
+        rows_a = kept_rows[a: a + step].to(run.x0.device)
+        mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=run.x0.device).index_add_(1, col_map_dev, rows_store[rows_a])
+        adjacency[a: a + rows_a.numel()] = mapped.cpu()
+    adjacency[tnode] = torch.zeros(n, dtype=dt, device=run.x0.device).index_add_(0, col_map_dev, t_rows[0]).cpu()
+    del rows_store
+
+    # ---- values
+    values = torch.zeros(n, dtype=dt)
+    values[: len(kept)] = torch.tensor([pre_all[f] for f in kept], dtype=dt)
+    for layer in range(L):
+        values[err_node0 + layer * P: err_node0 + (layer + 1) * P] = run.layers[layer].error.norm(dim=-1).cpu()
+    emb_norm = run.x0.norm(dim=-1).cpu()
+    for p in range(P):
+        values[gene_of_pos[p]] += emb_norm[p]
+    values[bias_node0: bias_node0 + L + 1] = 1.0
+    values[tnode] = target_value
+
+    # ---- influence (for ranking) and head split
+    infl = _node_influence(adjacency, tnode, L + 2)
+    if not heads:
+        head_edges, head_weights = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, L, int(run.layers[0].pattern.shape[0]) if L else 0, dtype=dt)
+    else:
+        head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
+                                               col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
+    pair_index, pair_virtual = _pairs(run, nodes, kept, feat_node, lay) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
+
+    metadata: dict[str, Any] = {
+        "prompt": prep.text,
+        "cell_id": prep.cell_id,
+        "label": prep.label,
+        "n_prompt_tokens": prep.n_prompt,
+        "n_tokens": P,
+        "input_ids": [int(t) for t in run.input_ids.tolist()],
+        "prompt_tokens": [_decode(tokenizer, int(t)) for t in run.input_ids.tolist()],
+        "target_prob": _target_prob(run, tgt),
+        "target": {"label": tgt.label, "token_id": tgt.token, "token": _decode(tokenizer, tgt.token),
+                   "contrast": tgt.contrast_label, "contrast_token_id": tgt.contrast_token,
+                   "answer_prefix": list(tgt.prefix), "value": target_value, "space": "pre-softcap logit"},
+        "softcap": run.softcap,
+        "model": model_fingerprint(rm.model),
+        "transcoders": transcoders_fingerprint(rm.transcoders),
+        "arch": rm.adapter.arch,
+        "n_layers": L,
+        "n_heads": int(run.layers[0].pattern.shape[0]) if L else 0,
+        "dtype": str(dt).replace("torch.", ""),
+        "n_active_features": n_feat,
+        "n_feature_nodes": len(kept),
+        "dropped_features": n_feat - len(kept),
+        "max_feature_nodes": max_feature_nodes,
+        "error_nodes_include_dropped_features": n_feat > len(kept),
+        "head_split_rule": "last crossing" if heads else None,
+        "pairs_rule": "same position, residual path",
+    }
+    return AttributionGraph(nodes=nodes, adjacency=adjacency, head_edges=head_edges, head_weights=head_weights, values=values,
+                            metadata=metadata, pair_index=pair_index, pair_virtual=pair_virtual)
+
+
+def _target_prob(run: FrozenRun, tgt: Target) -> float:
+    """The model's probability of the target token at the last position (post-softcap)."""
+    return float(torch.softmax(run.logits[-1].double(), -1)[tgt.token])
+
+
+def _influence_share(row: torch.Tensor, n_feat: int) -> torch.Tensor:
+    a = row[:n_feat].abs()
+    tot = row.abs().sum()
+    return a / tot if float(tot) > 0 else a
+
+
+def _node_influence(adjacency: torch.Tensor, tnode: int, depth: int) -> torch.Tensor:
+    """Indirect influence on the target of each node that has incoming edges (features, target).
+
+    Walks the row-normalised ``|adjacency|`` restricted to those nodes; others get 0.
+    Used only to rank features (e.g. for the per-head split).
+    """
+    rowsum = adjacency.abs().sum(1)
+    rows = torch.nonzero(rowsum > 0).flatten()
+    infl = torch.zeros(adjacency.shape[0])
+    if rows.numel() == 0:
+        return infl
+    sub = adjacency[rows[:, None], rows[None, :]].abs().to(torch.float32) / rowsum[rows].to(torch.float32).clamp_min(1e-30)[:, None]
+    pos_t = int((rows == tnode).nonzero().flatten()[0])
+    v = torch.zeros(rows.numel())
+    v[pos_t] = 1.0
+    acc = torch.zeros(rows.numel())
+    for _ in range(depth + 1):
+        v = v @ sub
+        if float(v.abs().sum()) == 0:
+            break
+        acc += v
+    infl[rows] = acc
+    return infl
+
+
+def _head_split(eng: _Engine, run: FrozenRun, nodes: list[GraphNode], adjacency: torch.Tensor, infl: torch.Tensor, tnode: int,
+                target_row: _Row, feat_row: Callable[[int], _Row], kept: list[int], feat_node: dict[int, int],
+                col_map: torch.Tensor, n_nodes: int | None, per_node: int | None, batch_size: int,
+                cb: ProgressCallback) -> tuple[torch.Tensor, torch.Tensor]:
+    L = eng.L
+    H = int(run.layers[0].pattern.shape[0]) if L else 0
+    dt = run.dtype
+    node_feat = {v: k for k, v in feat_node.items()}
+    feats_by_infl = sorted(node_feat, key=lambda i: -float(infl[i]))
+    chosen = [tnode] + (feats_by_infl if n_nodes is None else feats_by_infl[:n_nodes])
+    src_pos = _source_positions(nodes)
+    edges: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    n = len(nodes)
+    bs = max(1, batch_size // max(1, H))
+    for a in range(0, len(chosen), bs):
+        batch = chosen[a: a + bs]
+        rows = [target_row if t == tnode else feat_row(node_feat[t]) for t in batch]
+        # candidate sources per target: cross-position (some source position differs from the target's)
+        cand_per_t = []
+        for t in batch:
+            tpos = int(nodes[t].pos or 0)
+            row = adjacency[t]
+            cand = [s for s in torch.nonzero(row).flatten().tolist() if src_pos[s] and min(src_pos[s]) < tpos]
+            if per_node is not None and len(cand) > per_node:
+                cand = sorted(cand, key=lambda s: -abs(float(row[s])))[:per_node]
+            cand_per_t.append(cand)
+        if not any(cand_per_t):
+            continue
+        mapped = eng.head_split(rows, col_map, n)  # (B, L, H, n)
+        for j, t in enumerate(batch):
+            if cand_per_t[j]:
+                idx = torch.tensor(cand_per_t[j], dtype=torch.long)
+                edges.append(torch.stack([torch.full_like(idx, t), idx], 1))
+                weights.append(mapped[j][:, :, idx.to(run.x0.device)].permute(2, 0, 1).cpu())
+        cb("heads", min(a + bs, len(chosen)), len(chosen))
+    if not edges:
+        return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, L, H, dtype=dt)
+    return torch.cat(edges), torch.cat(weights)
+
+
+def _source_positions(nodes: list[GraphNode]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for nd in nodes:
+        if nd.kind == "gene":
+            out.append(list(range(int(nd.pos or 0), int(nd.span_end or 0))))
+        elif nd.kind in ("feature", "error", "token"):
+            out.append([int(nd.pos or 0)])
+        else:
+            out.append([])
+    return out
+
+
+def _pairs(run: FrozenRun, nodes: list[GraphNode], kept: list[int], feat_node: dict[int, int], lay: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same-position virtual weights between kept features (source layer < target layer)."""
+    by_pos: dict[int, list[int]] = {}
+    for f in kept:
+        nd = nodes[feat_node[f]]
+        by_pos.setdefault(int(nd.pos or 0), []).append(feat_node[f])
+    idx_out: list[torch.Tensor] = []
+    val_out: list[torch.Tensor] = []
+    for p, members in by_pos.items():
+        if len(members) < 2:
+            continue
+        layers = torch.tensor([int(nodes[m].layer or 0) for m in members])
+        enc = []
+        dec = []
+        for m in members:
+            nd = nodes[m]
+            Ly = run.layers[int(nd.layer or 0)]
+            v = Ly.W_enc[:, int(nd.index or 0)]
+            e = v * Ly.norm_mlp.inv[p] * Ly.norm_mlp.weight
+            if Ly.norm_mlp.kind == "layer":
+                e = e - e.mean()
+            enc.append(e)
+            dvec = Ly.W_dec[int(nd.index or 0)]
+            if Ly.post_mlp is not None:
+                dvec = dvec * Ly.post_mlp.inv[p] * Ly.post_mlp.weight
+            dec.append(dvec)
+        vw = torch.stack(enc) @ torch.stack(dec).T  # (targets, sources)
+        mask = layers[:, None] > layers[None, :]
+        ti, si = mask.nonzero(as_tuple=True)
+        mt = torch.tensor(members)
+        idx_out.append(torch.stack([mt[ti], mt[si]], 1))
+        val_out.append(vw[ti, si].cpu())
+    if not idx_out:
+        return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
+    return torch.cat(idx_out), torch.cat(val_out)
+
+
+# =========================================================================== many cells
+def attribute_many(
+    cells: Sequence[Any],
+    model: nn.Module | ReplacementModel,
+    transcoders: Mapping[int, Transcoder] | Sequence[Transcoder] | None = None,
+    *,
+    callback: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> list[AttributionGraph] | None:
+    """Attribute many cells, sharded by cell over a torch.distributed (gloo) group.
+
+    With ``WORLD_SIZE > 1`` in the environment (``torchrun``, or RANK / WORLD_SIZE /
+    MASTER_ADDR / MASTER_PORT set by hand) rank ``r`` attributes cells ``r, r + W, ...``
+    and rank 0 gathers the graphs back into input order. A single process does all.
+
+    Parameters
+    ----------
+    cells
+        Cells (or prompts) for :func:`attribute`; each cell's own label is its answer.
+    model, transcoders
+        As for :func:`attribute` (build a :class:`ReplacementModel` once and pass it).
+    callback
+        ``callback(done, total_on_this_rank)`` after each cell.
+    **kwargs
+        Passed to :func:`attribute` for every cell.
+
+    Returns
+    -------
+    list of AttributionGraph or None
+        All graphs in input order on rank 0; ``None`` on other ranks.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, transcoders or {})
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        started = True
+    rank = dist.get_rank() if world > 1 else 0
+    try:
+        mine = list(range(rank, len(cells), world))
+        graphs: list[tuple[int, AttributionGraph]] = []
+        for k, i in enumerate(mine):
+            graphs.append((i, attribute(cells[i], rm, **kwargs)))
+            if callback is not None:
+                callback(k + 1, len(mine))
+        if world == 1:
+            return [g for _, g in graphs]
+        gathered: list[Any] | None = [None] * world if rank == 0 else None
+        dist.gather_object(graphs, gathered, dst=0)
+        if rank != 0:
+            return None
+        assert gathered is not None
+        merged = sorted((pair for part in gathered for pair in part), key=lambda p: p[0])
+        return [g for _, g in merged]
+    finally:
+        if started:
+            dist.destroy_process_group()

@@ -1,0 +1,506 @@
+"""The replacement model: every MLP swapped for its transcoder plus an error term.
+
+Two views of the same thing:
+
+* :meth:`ReplacementModel.forward` runs the Hugging Face model with each MLP's
+  output replaced by ``transcoder(u).out + error`` (hooks on the MLP modules), so
+  with the errors of the same prompt it reproduces the original logits exactly.
+* :meth:`ReplacementModel.run` runs the real model once and freezes everything
+  that is non-linear between nodes (the *local replacement model* of
+  circuit-tracer and Dunefsky et al.): attention patterns, LayerNorm/RMSNorm
+  denominators (per position), the transcoder activations and the errors. What is
+  left, :class:`FrozenRun`, is linear between nodes; it has an explicit forward
+  (:meth:`FrozenRun.linear_forward`, used to check it reproduces the model) and
+  batched transposed maps used by :mod:`circuitdb.attribution.attribute`.
+
+Attention is re-implemented from the module weights (OV circuit per head):
+``attn(y) = sum_h A_h (y W_V^h) W_O^h + c`` with ``c = b_O + sum_h b_V^h W_O^h``
+(rows of a causal pattern sum to 1, so the value bias is a constant).
+
+* **GPT-NeoX.** ``attention.query_key_value`` is a fused ``(3 d, d)`` weight whose
+  output is viewed as ``(heads, 3 * head_dim)``: per head the rows are ``[q, k, v]``.
+  Rotary embeddings (on part of the head dims) touch only Q/K, which are frozen in
+  the pattern, so OV is linear. ``attention.dense`` is ``W_O``. With
+  ``use_parallel_residual`` both attention and MLP read ``x_l`` through their own
+  LayerNorm. LayerNorm mean-centring is linear and kept; its ``1/sigma`` is frozen;
+  its bias is a constant (a bias node).
+* **Gemma-2.** RMSNorms scale by ``(1 + w) / rms(x)`` with ``rms`` frozen (input,
+  post-attention, pre-feedforward and post-feedforward norms). Embeddings are scaled
+  by ``sqrt(d_model)`` (captured as the layer-0 input). Grouped-query attention:
+  head ``h`` uses value head ``h // (heads / kv_heads)``. Attention softcapping and
+  sliding windows only shape the (frozen) pattern. The *final logit softcap*
+  ``cap * tanh(z / cap)`` is monotone; attribution targets the **pre-softcap logit**
+  ``z`` (which is linear in the nodes); :attr:`FrozenRun.softcap` records ``cap``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from circuitdb.errors import InputError
+from circuitdb.loaders.adapters import ArchAdapter, adapter_for
+from circuitdb.transcoder.model import CONFIG_NAME, Transcoder
+
+NormKind = Literal["layer", "rms"]
+
+
+# --------------------------------------------------------------------------- norms
+@dataclass
+class FrozenNorm:
+    """A LayerNorm/RMSNorm with its per-position denominator frozen.
+
+    ``apply(x) = centre(x) * inv * weight`` (LayerNorm) or ``x * inv * weight`` (RMS,
+    ``weight = 1 + w`` for Gemma); the bias is a separate constant.
+    """
+
+    kind: NormKind
+    weight: torch.Tensor  # (d,)
+    bias: torch.Tensor | None  # (d,)
+    inv: torch.Tensor  # (P,) 1/sigma or 1/rms, frozen on the real forward
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Linear part on ``(..., P, d)``."""
+        if self.kind == "layer":
+            x = x - x.mean(-1, keepdim=True)
+        return x * self.inv[:, None] * self.weight
+
+    def transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """Transposed linear part on a gradient ``(..., P, d)`` (centring is symmetric)."""
+        h = g * self.inv[:, None] * self.weight
+        if self.kind == "layer":
+            h = h - h.mean(-1, keepdim=True)
+        return h
+
+
+def _freeze_norm(module: nn.Module, x: torch.Tensor, kind: NormKind, dtype: torch.dtype) -> FrozenNorm:
+    x = x.to(dtype)
+    if kind == "layer":
+        eps = float(module.eps)  # type: ignore[attr-defined]
+        var = x.var(-1, unbiased=False)
+        inv = torch.rsqrt(var + eps)
+        w = module.weight.detach().to(dtype)  # type: ignore[attr-defined]
+        b = module.bias.detach().to(dtype) if getattr(module, "bias", None) is not None else None  # type: ignore[attr-defined]
+        return FrozenNorm("layer", w, b, inv)
+    eps = float(getattr(module, "eps", getattr(module, "variance_epsilon", 1e-6)))
+    inv = torch.rsqrt(x.pow(2).mean(-1) + eps)
+    w = 1.0 + module.weight.detach().to(dtype)  # type: ignore[attr-defined]
+    return FrozenNorm("rms", w, None, inv)
+
+
+# --------------------------------------------------------------------------- attention
+@dataclass
+class OVWeights:
+    """Per-head OV weights: ``W_V (H, d, dh)``, ``W_O (H, dh, d)``, constant ``c (d,)``."""
+
+    W_V: torch.Tensor
+    W_O: torch.Tensor
+    const: torch.Tensor
+
+
+def ov_weights(adapter: ArchAdapter, layer: int, dtype: torch.dtype) -> OVWeights:
+    """Read one layer's OV circuit from the Hugging Face attention module."""
+    attn = adapter.layer(layer).attn
+    H, dh, d = adapter.n_heads, adapter.head_dim, adapter.d_model
+    if adapter.arch == "gpt_neox":
+        W = attn.query_key_value.weight.detach().to(dtype)  # (H*3*dh, d)
+        Wv = W.view(H, 3, dh, d)[:, 2]  # (H, dh, d): rows of the v slice per head
+        W_V = Wv.transpose(1, 2).contiguous()  # (H, d, dh)
+        qkv_b = attn.query_key_value.bias
+        b_V = qkv_b.detach().to(dtype).view(H, 3, dh)[:, 2] if qkv_b is not None else None
+        dense = attn.dense
+    else:
+        kv = adapter.n_kv_heads
+        Wv = attn.v_proj.weight.detach().to(dtype).view(kv, dh, d)
+        rep = H // kv
+        W_V = Wv.repeat_interleave(rep, dim=0).transpose(1, 2).contiguous()
+        vb = attn.v_proj.bias
+        b_V = vb.detach().to(dtype).view(kv, dh).repeat_interleave(rep, dim=0) if vb is not None else None
+        dense = attn.o_proj
+    W_O = dense.weight.detach().to(dtype).T.reshape(H, dh, d).contiguous()  # (H, dh, d)
+    const = torch.zeros(d, dtype=dtype)
+    if b_V is not None:
+        const = const + torch.einsum("he,hed->d", b_V, W_O)
+    if dense.bias is not None:
+        const = const + dense.bias.detach().to(dtype)
+    return OVWeights(W_V, W_O, const)
+
+
+def attn_forward(ov: OVWeights, pattern: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Frozen attention on normed input ``y (P, d)`` with ``pattern (H, P, P)``; constant excluded."""
+    v = torch.einsum("pd,hde->hpe", y, ov.W_V)
+    z = torch.einsum("hqp,hpe->hqe", pattern, v)
+    return torch.einsum("hqe,hed->qd", z, ov.W_O)
+
+
+def attn_transpose(ov: OVWeights, pattern: torch.Tensor, g: torch.Tensor, *, per_head: bool = False) -> torch.Tensor:
+    """Transposed frozen attention: ``g (R, P, d)`` at the output -> ``(R, P, d)`` at the input.
+
+    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``. Written as plain matmuls
+    (batched GEMMs), which are several times faster on CPU than the einsum forms.
+    """
+    R, P, d = g.shape
+    H, dh, _ = ov.W_O.shape
+    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).reshape(R, P, H, dh).transpose(1, 2)  # (R, H, P, dh)
+    z = pattern.transpose(-1, -2) @ z  # (R, H, P, dh): sum_q A[q, p] z[q]
+    if per_head:
+        return z @ ov.W_V.transpose(1, 2)  # (R, H, P, d)
+    W_Vt = ov.W_V.transpose(1, 2).reshape(H * dh, d)  # rows (h, e)
+    return (z.transpose(1, 2).reshape(R * P, H * dh) @ W_Vt).reshape(R, P, d)
+
+
+# --------------------------------------------------------------------------- frozen run
+@dataclass
+class FrozenLayer:
+    """Everything about one layer of one prompt that attribution needs, frozen."""
+
+    index: int
+    parallel: bool
+    norm_attn: FrozenNorm
+    norm_mlp: FrozenNorm
+    post_attn: FrozenNorm | None
+    post_mlp: FrozenNorm | None
+    pattern: torch.Tensor  # (H, P, P)
+    ov: OVWeights
+    W_enc: torch.Tensor  # (d, F)
+    b_enc: torch.Tensor  # (F,)
+    W_dec: torch.Tensor  # (F, d)
+    b_dec: torch.Tensor  # (d,)
+    W_skip: torch.Tensor | None  # (d, d)
+    mlp_in: torch.Tensor  # (P, d) the true MLP input u
+    error: torch.Tensor  # (P, d) true MLP output - transcoder output
+    feat_pos: torch.Tensor  # (n,) active features: position
+    feat_idx: torch.Tensor  # (n,) feature index
+    feat_act: torch.Tensor  # (n,) activation
+    feat_pre: torch.Tensor  # (n,) pre-activation
+
+
+@dataclass
+class FrozenRun:
+    """One prompt through the local replacement model (all tensors on one device, one dtype)."""
+
+    input_ids: torch.Tensor  # (P,)
+    x0: torch.Tensor  # (P, d) residual entering layer 0 (token embeddings, scaled for Gemma)
+    layers: list[FrozenLayer]
+    final_norm: FrozenNorm
+    W_U: torch.Tensor  # (d, V)
+    b_U: torch.Tensor | None  # (V,)
+    logits: torch.Tensor  # (P, V) the model's own logits (post-softcap for Gemma)
+    resid: list[torch.Tensor] = field(default_factory=list)  # frozen-model residual entering each layer, then final
+    resid_model: list[torch.Tensor] = field(default_factory=list)  # the HF model's own residuals (same up to round-off)
+    softcap: float | None = None
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x0.dtype
+
+    def pre_softcap_logits(self, pos: int = -1) -> torch.Tensor:
+        """The attribution target space: final-norm output times W_U (before any softcap)."""
+        fn = self.final_norm
+        y = fn.apply(self.resid[-1])[pos]
+        if fn.bias is not None:
+            y = y + fn.bias
+        out = y @ self.W_U
+        return out + self.b_U if self.b_U is not None else out
+
+    def linear_forward(self, acts: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Run the frozen linear model from the nodes (embeddings, features, errors, constants).
+
+        ``acts`` optionally overrides each layer's active-feature activations. Returns
+        ``(residuals entering each layer + final, MLP inputs per layer, pre-softcap logits (P, V))``.
+        With the true activations it reproduces the Hugging Face forward.
+        """
+        x = self.x0
+        resid, mlp_ins = [x], []
+        for li, L in enumerate(self.layers):
+            y = L.norm_attn.apply(x)
+            if L.norm_attn.bias is not None:
+                y = y + L.norm_attn.bias
+            a = attn_forward(L.ov, L.pattern, y) + L.ov.const
+            if L.post_attn is not None:
+                a = L.post_attn.apply(a)
+            h = x + a
+            u = L.norm_mlp.apply(x if L.parallel else h)
+            if L.norm_mlp.bias is not None:
+                u = u + L.norm_mlp.bias
+            mlp_ins.append(u)
+            act = L.feat_act if acts is None else acts[li]
+            m = torch.zeros_like(x).index_add_(0, L.feat_pos, act[:, None] * L.W_dec[L.feat_idx]) + L.b_dec + L.error
+            if L.W_skip is not None:
+                m = m + u @ L.W_skip
+            if L.post_mlp is not None:
+                m = L.post_mlp.apply(m)
+            x = h + m
+            resid.append(x)
+        y = self.final_norm.apply(x)
+        if self.final_norm.bias is not None:
+            y = y + self.final_norm.bias
+        logits = y @ self.W_U
+        if self.b_U is not None:
+            logits = logits + self.b_U
+        return resid, mlp_ins, logits
+
+
+# --------------------------------------------------------------------------- transcoders
+def load_transcoders(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> dict[int, Transcoder]:
+    """Load every transcoder under ``path`` (any depth; one ``cfg.json`` per layer), keyed by layer."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"transcoder directory {path} does not exist; pass the OUT of 'circuitdb train-transcoders'")
+    out: dict[int, Transcoder] = {}
+    for cfg_path in sorted(path.rglob(CONFIG_NAME)):
+        tc = Transcoder.load(cfg_path.parent, device=device, dtype=dtype)
+        if tc.cfg.layer in out:
+            raise InputError(f"two transcoders for layer {tc.cfg.layer} under {path}; keep one checkpoint per layer")
+        out[tc.cfg.layer] = tc
+    if not out:
+        raise InputError(f"no transcoders ({CONFIG_NAME}) under {path}; train them with 'circuitdb train-transcoders'")
+    return out
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A 16-hex hash of a model's config and weights, the one transcoders record in ``cfg.model``.
+
+    Same recipe as the transcoder trainer's: shape keys of the config, then per
+    tensor its name, a strided sample and its exact sum.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
+        h.update(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
+    for name, p in model.state_dict().items():
+        h.update(name.encode())
+        flat = p.detach().to("cpu", torch.float32).contiguous().view(-1)
+        h.update(flat[:: max(1, flat.numel() // 4096)].numpy().tobytes())
+        h.update(repr(float(flat.double().sum())).encode())
+    return h.hexdigest()[:16]
+
+
+def check_transcoders(adapter: ArchAdapter, transcoders: Mapping[int, Transcoder] | Sequence[Transcoder], *,
+                      model_hash: str | None = None) -> dict[int, Transcoder]:
+    """Check that ``transcoders`` cover every layer of the model with matching widths.
+
+    Raises :class:`InputError` for transcoders of another model: width or layer
+    count mismatch, or (when ``model_hash`` is given) a transcoder whose
+    ``cfg.model`` records a different :func:`model_fingerprint`.
+    """
+    tcs = dict(transcoders) if isinstance(transcoders, Mapping) else {i: t for i, t in enumerate(transcoders)}
+    d = adapter.d_model
+    for layer, tc in tcs.items():
+        d_out = int(tc.cfg.d_out or tc.cfg.d_in)
+        if tc.cfg.d_in != d or d_out != d:
+            raise InputError(
+                f"transcoder for layer {layer} maps {tc.cfg.d_in}->{d_out} but the model's MLP is {d}->{d}; "
+                "these transcoders belong to another model: pass the transcoders trained on this model"
+            )
+        if not 0 <= layer < adapter.n_layers:
+            raise InputError(f"transcoder for layer {layer} but the model has layers 0..{adapter.n_layers - 1}; use transcoders trained on this model")
+        if model_hash and tc.cfg.model and tc.cfg.model != model_hash:
+            raise InputError(
+                f"the layer-{layer} transcoder was trained on model {tc.cfg.model} but this model is {model_hash}; "
+                "these transcoders belong to another model: pass the transcoders trained on this model"
+            )
+    missing = [i for i in range(adapter.n_layers) if i not in tcs]
+    if missing:
+        raise InputError(f"no transcoder for layers {missing}; attribution replaces every MLP: train transcoders for all layers")
+    return tcs
+
+
+# --------------------------------------------------------------------------- the model
+class ReplacementModel:
+    """A Hugging Face causal LM with its MLPs replaced by transcoders (+ error terms).
+
+    Parameters
+    ----------
+    model
+        ``AutoModelForCausalLM`` (GPT-NeoX or Gemma-2); put in eval mode.
+    transcoders
+        One :class:`Transcoder` per layer (mapping layer -> transcoder, or a list).
+    """
+
+    def __init__(self, model: nn.Module, transcoders: Mapping[int, Transcoder] | Sequence[Transcoder]) -> None:
+        self.model = model.eval()
+        self.adapter = adapter_for(model)
+        tcs = dict(transcoders) if isinstance(transcoders, Mapping) else dict(enumerate(transcoders))
+        # hash the model only when some transcoder records the model it was trained on
+        self.model_hash = model_fingerprint(model) if any(t.cfg.model for t in tcs.values()) else None
+        self.transcoders = check_transcoders(self.adapter, tcs, model_hash=self.model_hash)
+        cfg = model.config  # type: ignore[attr-defined]
+        self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
+        self.softcap = getattr(cfg, "final_logit_softcapping", None) if self.adapter.arch == "gemma2" else None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def check_length(self, n_tokens: int) -> None:
+        if self.max_positions and n_tokens > self.max_positions:
+            raise InputError(
+                f"the prompt has {n_tokens} tokens but the model's context is {self.max_positions}; "
+                "use fewer genes per cell (--max-genes)"
+            )
+
+    @contextlib.contextmanager
+    def _eager(self) -> Iterator[None]:
+        cfg = self.model.config  # type: ignore[attr-defined]
+        old = cfg._attn_implementation
+        if old != "eager":
+            self.model.set_attn_implementation("eager")  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            if old != "eager" and old is not None:
+                self.model.set_attn_implementation(old)  # type: ignore[operator]
+
+    def _ids(self, input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device).reshape(-1)
+        self.check_length(int(ids.shape[0]))
+        return ids
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor | Sequence[int], errors: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``(P, V)`` with each MLP output replaced by ``transcoder(u).out + errors[layer]``.
+
+        ``errors=None`` runs the pure replacement (no error terms).
+        """
+        ids = self._ids(input_ids)
+        handles = []
+
+        def make_hook(layer: int):  # noqa: ANN202
+            tc = self.transcoders[layer]
+
+            def hook(module, args, output):  # noqa: ANN001, ANN202
+                u = args[0]
+                out = tc(u.to(tc.W_enc.dtype)).out
+                if errors is not None:
+                    out = out + errors[layer].to(out.dtype)
+                return out.to(output.dtype)
+
+            return hook
+
+        try:
+            for i in range(self.adapter.n_layers):
+                handles.append(self.adapter.layer(i).mlp.register_forward_hook(make_hook(i)))
+            return self.model(ids[None]).logits[0]
+        finally:
+            for h in handles:
+                h.remove()
+
+    @torch.no_grad()
+    def run(self, input_ids: torch.Tensor | Sequence[int], *, dtype: torch.dtype | None = None) -> FrozenRun:
+        """Run the real model once and freeze it into a :class:`FrozenRun`.
+
+        ``dtype`` is the dtype of the frozen tensors (default: the model's). For exact
+        float64 checks load the model itself in float64.
+        """
+        ids = self._ids(input_ids)
+        ad = self.adapter
+        dt = dtype or self.dtype
+        arch = ad.arch
+        caps: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def cap_in(name: str):  # noqa: ANN202
+            def hook(module, args, kwargs):  # noqa: ANN001, ANN202
+                x = args[0] if args else kwargs["hidden_states"]
+                caps[name] = x[0].detach()
+
+            return hook
+
+        def cap_out(name: str):  # noqa: ANN202
+            def hook(module, args, output):  # noqa: ANN001, ANN202
+                if isinstance(output, tuple):
+                    caps[name] = output[0][0].detach()
+                    if len(output) > 1 and output[1] is not None:
+                        caps[name + ".pattern"] = output[1][0].detach()
+                else:
+                    caps[name] = output[0].detach()
+
+            return hook
+
+        blocks = self.model.gpt_neox.layers if arch == "gpt_neox" else self.model.model.layers  # type: ignore[attr-defined]
+        try:
+            for i in range(ad.n_layers):
+                lp = ad.layer(i)
+                handles.append(blocks[i].register_forward_pre_hook(cap_in(f"{i}.x"), with_kwargs=True))
+                handles.append(lp.mlp.register_forward_pre_hook(cap_in(f"{i}.u"), with_kwargs=True))
+                handles.append(lp.mlp.register_forward_hook(cap_out(f"{i}.m")))
+                handles.append(lp.attn.register_forward_hook(cap_out(f"{i}.attn")))
+                for nm, mod in lp.norms.items():
+                    handles.append(mod.register_forward_pre_hook(cap_in(f"{i}.{nm}"), with_kwargs=True))
+            handles.append(ad.final_norm.register_forward_pre_hook(cap_in("final"), with_kwargs=True))
+            with self._eager():
+                logits = self.model(ids[None]).logits[0].detach()
+        finally:
+            for h in handles:
+                h.remove()
+
+        kind: NormKind = "layer" if arch == "gpt_neox" else "rms"
+        layers: list[FrozenLayer] = []
+        # Propagate our own residual through the frozen maps so the frozen run is exactly
+        # self-consistent in its dtype (HF Gemma-2 computes RMSNorm in float32 even for a
+        # float64 model); the error term absorbs the difference to the true MLP output.
+        x = caps["0.x"].to(dt)
+        resid = [x]
+        for i in range(ad.n_layers):
+            lp = ad.layer(i)
+            tc = self.transcoders[i]
+            m_true = caps[f"{i}.m"].to(dt)
+            dev = x.device
+            W_enc, b_enc = tc.W_enc.detach().to(device=dev, dtype=dt), tc.b_enc.detach().to(device=dev, dtype=dt)
+            W_dec, b_dec = tc.W_dec.detach().to(device=dev, dtype=dt), tc.b_dec.detach().to(device=dev, dtype=dt)
+            W_skip = tc.W_skip.detach().to(device=dev, dtype=dt) if tc.W_skip is not None else None
+            n_attn = _freeze_norm(lp.norms["input_layernorm"], caps[f"{i}.input_layernorm"], kind, dt)
+            if arch == "gpt_neox":
+                n_mlp = _freeze_norm(lp.norms["post_attention_layernorm"], caps[f"{i}.post_attention_layernorm"], kind, dt)
+                post_attn = post_mlp = None
+            else:
+                post_attn = _freeze_norm(lp.norms["post_attention_layernorm"], caps[f"{i}.post_attention_layernorm"], kind, dt)
+                n_mlp = _freeze_norm(lp.norms["pre_feedforward_layernorm"], caps[f"{i}.pre_feedforward_layernorm"], kind, dt)
+                post_mlp = _freeze_norm(lp.norms["post_feedforward_layernorm"], caps[f"{i}.post_feedforward_layernorm"], kind, dt)
+            pattern = caps.get(f"{i}.attn.pattern")
+            if pattern is None:
+                raise RuntimeError("attention patterns were not returned; the eager attention path is required")
+            pattern = pattern.to(dt)
+            ov = ov_weights(ad, i, dt)
+            y = n_attn.apply(x) + (n_attn.bias if n_attn.bias is not None else 0)
+            a = attn_forward(ov, pattern, y) + ov.const
+            h = x + (post_attn.apply(a) if post_attn is not None else a)
+            u = n_mlp.apply(x if ad.parallel_residual else h) + (n_mlp.bias if n_mlp.bias is not None else 0)
+            pre = u @ W_enc + b_enc
+            act = tc.activation(pre)
+            tc_out = act @ W_dec + b_dec + (u @ W_skip if W_skip is not None else 0)
+            pos, idx = (act != 0).nonzero(as_tuple=True)
+            x = h + (post_mlp.apply(m_true) if post_mlp is not None else m_true)
+            resid.append(x)
+            layers.append(FrozenLayer(
+                index=i, parallel=ad.parallel_residual, norm_attn=n_attn, norm_mlp=n_mlp, post_attn=post_attn, post_mlp=post_mlp,
+                pattern=pattern, ov=ov, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, W_skip=W_skip,
+                mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=act[pos, idx], feat_pre=pre[pos, idx],
+            ))
+        unembed = self.model.get_output_embeddings()  # type: ignore[operator]  # lm_head (transformers 5) / embed_out
+        W_U = unembed.weight.detach().to(dt).T
+        b_U = unembed.bias.detach().to(dt) if getattr(unembed, "bias", None) is not None else None
+        final = _freeze_norm(ad.final_norm, caps["final"], kind, dt)
+        resid_model = [caps[f"{i}.x"].to(dt) for i in range(ad.n_layers)] + [caps["final"].to(dt)]
+        return FrozenRun(
+            input_ids=ids, x0=resid[0], layers=layers, final_norm=final, W_U=W_U, b_U=b_U, logits=logits.to(dt),
+            resid=resid, resid_model=resid_model, softcap=self.softcap,
+        )

@@ -1,0 +1,301 @@
+"""attribute(): completeness in float64, head splits, exact logits, contrast, genes, pairs, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attr_fixtures import CELL_TYPES, GENES, random_transcoders, tiny_gemma, tiny_neox, tiny_tokenizer
+from circuitdb.attribution.attribute import _Engine, _Row, _source_positions, answer_target, attribute
+from circuitdb.attribution.graph import AttributionGraph, feature_pairs
+from circuitdb.attribution.replacement import ReplacementModel
+from circuitdb.errors import InputError
+from circuitdb.loaders.prompts import PromptTemplate
+from circuitdb.loaders.sentences import CellSentence
+
+SHORT = PromptTemplate(prompt="Cell sentence: {genes}.\nThe cell type is:")
+CELL = CellSentence("cell-7", 7, "CD19+ B", tuple(GENES[:5]))
+
+
+@pytest.fixture(autouse=True)
+def _seed():  # noqa: ANN202
+    """Seeded, and single-threaded: tiny matmuls on a shared machine run faster on one thread."""
+    torch.manual_seed(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(arch: str):  # noqa: ANN202
+    return {"neox": lambda: tiny_neox(), "neox_seq": lambda: tiny_neox(parallel=False), "gemma2": lambda: tiny_gemma()}[arch]()
+
+
+def _graph(model, tcs, **kw) -> AttributionGraph:  # noqa: ANN001
+    kw.setdefault("head_split_nodes", None)
+    kw.setdefault("head_edges_per_node", None)
+    return attribute(CELL, model, tcs, tokenizer=tiny_tokenizer(), candidates=CELL_TYPES, template=SHORT, **kw)
+
+
+def _completeness(g: AttributionGraph) -> float:
+    rows = [i for i, nd in enumerate(g.nodes) if nd.kind in ("feature", "target")]
+    assert g.values is not None
+    got, want = g.adjacency[rows].sum(1), g.values[rows]
+    return float(((got - want).abs() / want.abs().clamp_min(1e-3)).max())
+
+
+@pytest.mark.parametrize("arch", ["neox", "neox_seq", "gemma2"])
+@pytest.mark.parametrize("activation,skip", [("topk", False), ("relu", True), ("jumprelu", False)])
+def test_completeness_float64(arch: str, activation: str, skip: bool) -> None:
+    model = _model(arch)
+    tcs = random_transcoders(model, activation=activation, skip=skip, n_features=32)
+    g = _graph(model, tcs, head_split_nodes=0)
+    n_feat = sum(nd.kind == "feature" for nd in g.nodes)
+    assert n_feat == g.metadata["n_active_features"] > 10
+    assert _completeness(g) < 1e-6
+    # every feature's value is the pre-activation the transcoder computes on the true MLP input
+    assert g.values is not None and torch.isfinite(g.values).all()
+
+
+def test_completeness_catches_a_missing_term() -> None:
+    """The check is not vacuous: dropping the bias nodes' column breaks it."""
+    model = tiny_neox()
+    g = _graph(model, random_transcoders(model), head_split_nodes=0)
+    bias = g.indices("bias")
+    g.adjacency[:, bias] = 0
+    assert _completeness(g) > 1e-3
+
+
+def test_feature_budget_folds_dropped_features_into_errors() -> None:
+    model = tiny_gemma()
+    tcs = random_transcoders(model, n_features=32)
+    full = _graph(model, tcs, head_split_nodes=0)
+    g = _graph(model, tcs, max_feature_nodes=12, batch_size=5, head_split_nodes=0)
+    assert sum(nd.kind == "feature" for nd in g.nodes) == 12
+    assert g.metadata["dropped_features"] == full.metadata["n_active_features"] - 12
+    assert _completeness(g) < 1e-6
+    # the kept features' edges into the target are the same as in the full graph
+    key_full = {nd.key: i for i, nd in enumerate(full.nodes)}
+    t, tf = g.indices("target")[0], full.indices("target")[0]
+    for i in g.indices("feature").tolist():
+        assert torch.isclose(g.adjacency[t, i], full.adjacency[tf, key_full[g.nodes[i].key]], atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["neox", "gemma2"])
+def test_target_is_the_model_logit(arch: str) -> None:
+    model = _model(arch)
+    tcs = random_transcoders(model)
+    g = _graph(model, tcs, head_split_nodes=0)
+    ids = torch.tensor(g.metadata["input_ids"])
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0, -1]
+    tok = g.metadata["target"]["token_id"]
+    value = g.metadata["target"]["value"]
+    cap = model.config.final_logit_softcapping if arch == "gemma2" else None
+    shown = cap * torch.tanh(torch.tensor(value) / cap) if cap else torch.tensor(value)
+    assert torch.isclose(shown.to(logits.dtype), logits[tok], atol=1e-5)
+    # the answer prefix (shared with the closest other candidate) was appended
+    assert g.metadata["n_tokens"] == g.metadata["n_prompt_tokens"] + len(g.metadata["target"]["answer_prefix"])
+
+
+def test_answer_divergence_uses_the_closest_candidate() -> None:
+    tok = tiny_tokenizer()
+    seqs = {c: tok(SHORT.answer_text(c), add_special_tokens=False)["input_ids"] for c in CELL_TYPES}
+    t = answer_target(tok, CELL_TYPES, "CD4+/CD25 T Reg")
+    other = seqs["CD4+/CD45RO+ Memory"]
+    mine = seqs["CD4+/CD25 T Reg"]
+    assert list(t.prefix) == mine[: len(t.prefix)] == other[: len(t.prefix)]
+    assert t.token == mine[len(t.prefix)] != other[len(t.prefix)]
+    for c in CELL_TYPES:
+        if c != "CD4+/CD25 T Reg":
+            assert seqs[c][: len(t.prefix) + 1] != mine[: len(t.prefix) + 1]
+
+
+def test_contrast_is_the_difference_of_two_targets() -> None:
+    model = tiny_neox()
+    tcs = random_transcoders(model)
+    pair = ["CD19+ B", "CD56+ NK"]
+    common = dict(tokenizer=tiny_tokenizer(), candidates=pair, template=SHORT, head_split_nodes=0, pairs=False)
+    gc = attribute(CELL, model, tcs, contrast="CD56+ NK", **common)
+    ga = attribute(CELL, model, tcs, **common)
+    gb = attribute(CellSentence("x", 0, "CD56+ NK", CELL.genes), model, tcs, **common)
+    assert gc.metadata["input_ids"] == ga.metadata["input_ids"] == gb.metadata["input_ids"]
+    t = gc.indices("target")[0]
+    ta, tb = ga.indices("target")[0], gb.indices("target")[0]
+    assert torch.allclose(gc.adjacency[t], ga.adjacency[ta] - gb.adjacency[tb], atol=1e-12)
+    assert gc.values is not None and ga.values is not None and gb.values is not None
+    assert abs(float(gc.values[t] - (ga.values[ta] - gb.values[tb]))) < 1e-12
+    assert _completeness(gc) < 1e-6
+    assert gc.nodes[t].label == "CD19+ B - CD56+ NK"
+
+
+@pytest.mark.parametrize("arch", ["neox", "gemma2"])
+def test_head_parts_sum_to_the_cross_position_edge(arch: str) -> None:
+    model = _model(arch)
+    g = _graph(model, random_transcoders(model, n_features=16, k=3))
+    assert g.head_weights.shape[1:] == (2, 4)
+    src_pos = _source_positions(g.nodes)
+    pure = torch.tensor([g.nodes[t].pos not in src_pos[s] for t, s in g.head_edges.tolist()])
+    assert int(pure.sum()) > 100
+    edge = g.adjacency[g.head_edges[:, 0], g.head_edges[:, 1]]
+    split = g.head_weights.sum((1, 2))
+    assert torch.allclose(split[pure], edge[pure], atol=1e-10)
+    # non-trivial: more than one head carries weight
+    assert int((g.head_weights[pure].abs().sum(0) > 1e-9).sum()) > 1
+    kinds = {g.nodes[s].kind for s in g.head_edges[:, 1].tolist()}
+    assert {"gene", "feature", "error", "token"} <= kinds
+
+
+def test_head_split_equals_full_minus_same_position_paths() -> None:
+    """Engine level, all sources incl. genes split across the target position."""
+    model = tiny_gemma()
+    run = ReplacementModel(model, random_transcoders(model, skip=True)).run(torch.arange(9))
+    eng = _Engine(run)
+    Ly = run.layers[1]
+    rows = [_Row(eng.L, 8, run.W_U[:, 3], 0.0)] + [_Row(1, int(Ly.feat_pos[j]), Ly.W_enc[:, int(Ly.feat_idx[j])], 0.0) for j in (0, 7, 20)]
+    n = eng.lay.n
+    heads = eng.head_split(rows, torch.arange(n), n)
+    full, same = eng.backward(rows), eng.backward(rows, diag_only=True)
+    cross = (full - same)[:, : eng.lay.bias0]
+    assert torch.allclose(heads.sum((1, 2))[:, : eng.lay.bias0], cross, atol=1e-10)
+    assert float(cross.abs().max()) > 1e-3
+
+
+def test_gene_nodes_merge_their_token_span() -> None:
+    model = tiny_neox()
+    tcs = random_transcoders(model)
+    g = _graph(model, tcs, head_split_nodes=0, pairs=False)
+    genes = [nd for nd in g.nodes if nd.kind == "gene"]
+    assert [nd.gene for nd in genes] == list(CELL.genes)
+    assert any((nd.span_end or 0) - (nd.pos or 0) > 1 for nd in genes)  # some gene spans several tokens
+    # the same prompt as raw token ids: per-position token nodes sum to the gene node
+    ids = g.metadata["input_ids"]
+    tok_graph = attribute(torch.tensor(ids[: g.metadata["n_prompt_tokens"]] + g.metadata["target"]["answer_prefix"]), model, tcs,
+                          target="top", head_split_nodes=0, pairs=False)
+    # same prompt: compare with a target row on the same token
+    assert tok_graph.metadata["input_ids"] == ids
+    eng_t = tok_graph.indices("target")[0]
+    tokens = {nd.pos: i for i, nd in enumerate(tok_graph.nodes) if nd.kind == "token"}
+    gt = g.indices("target")[0]
+    if tok_graph.metadata["target"]["token_id"] == g.metadata["target"]["token_id"]:
+        for i, nd in enumerate(g.nodes):
+            if nd.kind == "gene":
+                want = sum(float(tok_graph.adjacency[eng_t, tokens[p]]) for p in range(nd.pos or 0, nd.span_end or 0))
+                assert abs(float(g.adjacency[gt, i]) - want) < 1e-10
+    # and for every feature row (same active features in both graphs)
+    key_t = {nd.key: i for i, nd in enumerate(tok_graph.nodes)}
+    for t in g.indices("feature").tolist()[::7]:
+        tt = key_t[g.nodes[t].key]
+        for i, nd in enumerate(g.nodes):
+            if nd.kind == "gene":
+                want = sum(float(tok_graph.adjacency[tt, tokens[p]]) for p in range(nd.pos or 0, nd.span_end or 0))
+                assert abs(float(g.adjacency[t, i]) - want) < 1e-10
+
+
+def test_virtual_weights_match_the_residual_path() -> None:
+    """2-layer parallel NeoX without skip: layer-0 -> layer-1 at one position has no attention in between,
+    so the edge is exactly activation x virtual weight."""
+    model = tiny_neox()
+    g = _graph(model, random_transcoders(model, n_features=32, k=8), head_split_nodes=0)
+    df = feature_pairs(g)
+    assert len(df) > 5
+    assert (df["source_layer"] < df["target_layer"]).all()
+    assert ((df["attribution"] - df["edge"]).abs() < 1e-10).all()
+    assert ((df["attribution"] - df["activation"] * df["virtual_weight"]).abs() < 1e-12).all()
+
+
+def test_graph_round_trip(tmp_path) -> None:  # noqa: ANN001
+    model = tiny_gemma()
+    g = _graph(model, random_transcoders(model), head_split_nodes=2, head_edges_per_node=5)
+    assert 0 < g.head_edges.shape[0] <= 3 * 5
+    back = AttributionGraph.load(g.save(tmp_path / "g.pt"))
+    assert [nd.key for nd in back.nodes] == [nd.key for nd in g.nodes]
+    assert torch.equal(back.adjacency, g.adjacency) and torch.equal(back.head_weights, g.head_weights)
+    assert torch.equal(back.pair_index, g.pair_index) and torch.equal(back.pair_virtual, g.pair_virtual)
+    assert back.metadata["target"]["label"] == "CD19+ B"
+
+
+def test_bad_input() -> None:
+    model = tiny_neox(ctx=40)
+    tcs = random_transcoders(model)
+    kw = dict(tokenizer=tiny_tokenizer(), candidates=CELL_TYPES, template=SHORT)
+    with pytest.raises(InputError, match="not among the model's answers"):
+        attribute(CELL, model, tcs, contrast="Neuron", **kw)
+    with pytest.raises(InputError, match="not among the model's answers"):
+        attribute(CellSentence("c", 0, "Neuron", CELL.genes), model, tcs, **kw)
+    with pytest.raises(InputError, match="context is 40"):
+        attribute(CellSentence("c", 0, "CD19+ B", tuple(GENES)), model, tcs, **kw)
+    with pytest.raises(InputError, match="another model"):
+        attribute(CELL, model, random_transcoders(tiny_neox(d=16)), **kw)
+    with pytest.raises(InputError, match="needs the cell type"):
+        attribute(CELL.genes and CellSentence("c", 0, None, CELL.genes), model, tcs, **kw)
+
+
+@pytest.mark.slow
+def test_attribute_many_two_processes_equal_one(tmp_path) -> None:  # noqa: ANN001
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import attr_shard_worker
+
+    single = attr_shard_worker.run(None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = str(Path(__file__).parent / "attr_shard_worker.py")
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, worker, str(tmp_path / "out")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-2000:]
+    assert len(single) == 4
+    for i, g in enumerate(single):
+        back = AttributionGraph.load(tmp_path / "out" / f"g{i}.pt")
+        assert back.metadata["cell_id"] == g.metadata["cell_id"] == f"c{i}"
+        assert [nd.key for nd in back.nodes] == [nd.key for nd in g.nodes]
+        assert torch.equal(back.adjacency, g.adjacency)
+        assert torch.equal(back.head_weights, g.head_weights)
+
+
+def _demo_model_dir():  # noqa: ANN202
+    from importlib.resources import files
+
+    try:
+        d = files("circuitdb.demo_data").joinpath("model")
+    except ModuleNotFoundError:  # pragma: no cover
+        return None
+    return d if d.joinpath("config.json").is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_demo_model_dir() is None, reason="the demo model is not shipped in this checkout (circuitdb/demo_data/model)")
+def test_completeness_on_the_demo_model() -> None:
+    """Float64 completeness on the shipped demo model (random transcoders), real gene prompt."""
+    import json
+
+    import scanpy as sc
+
+    from circuitdb.loaders.model import load_model
+    from circuitdb.loaders.sentences import SentenceOptions, iter_cell_sentences
+
+    d = _demo_model_dir()
+    lm = load_model(str(d))
+    model = lm.model.double()
+    meta = json.loads(d.joinpath("circuitdb.json").read_text())
+    tcs = random_transcoders(model, n_features=256, k=8, dec_scale=0.1)
+    adata = sc.datasets.pbmc68k_reduced()
+    cell = next(iter_cell_sentences(adata, SentenceOptions(top_k=20, label_key=meta.get("label_key", "bulk_labels"))))
+    g = attribute(cell, model, tcs, tokenizer=lm.tokenizer, candidates=meta["cell_types"], max_feature_nodes=150,
+                  head_split_nodes=2, head_edges_per_node=20)
+    assert sum(nd.kind == "gene" for nd in g.nodes) == 20
+    assert _completeness(g) < 1e-6
+    with torch.no_grad():
+        logits = model(torch.tensor(g.metadata["input_ids"])[None]).logits[0, -1]
+    assert abs(float(logits[g.metadata["target"]["token_id"]]) - g.metadata["target"]["value"]) < 1e-6
