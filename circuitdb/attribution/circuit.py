@@ -11,6 +11,8 @@ Node ids (deterministic, also used as graph ids after prefixing with the circuit
 * gene ``gene:{SYMBOL}``
 * feature ``feat:{layer}:{index}``
 * error ``err:{layer}``
+* embedding (a non-gene prompt token) ``emb:{token}``
+* bias ``bias:{layer}``
 * target ``target:{cell_type}``
 """
 
@@ -34,6 +36,18 @@ def feature_id(layer: int, index: int) -> str:
 
 def target_id(cell_type: str) -> str:
     return f"target:{cell_type}"
+
+
+def error_id(layer: int) -> str:
+    return f"err:{layer}"
+
+
+def embedding_id(token: str) -> str:
+    return f"emb:{token}"
+
+
+def bias_id(layer: int) -> str:
+    return f"bias:{layer}"
 
 
 @dataclass
