@@ -1,0 +1,291 @@
+"""Circuits for every cell type of a dataset: attribute, prune, aggregate, test faithfulness.
+
+Which cells (``holdout_every`` = 5, as everywhere in circuitdb: obs positions
+0, 5, 10, ... are held out):
+
+* **attributed** (the circuit): the first ``cells_per_type`` *training* cells of each
+  type, in obs order;
+* **evaluated** (faithfulness): the first ``cells_per_type`` *held-out* cells of the type;
+  a type without held-out cells falls back to its attributed cells, and its rows say
+  ``eval_cells = "attributed"``.
+
+Sharding (:func:`dist_context`): with ``WORLD_SIZE > 1`` in the environment (``torchrun``,
+or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set by hand) a gloo process group is
+started; cells are dealt round-robin over ranks in a fixed order, every rank
+summarises its cells (:func:`circuitdb.attribution.aggregate.summarize_cell`), rank 0
+gathers them, restores the fixed order and aggregates, so the circuits are the same as
+with one process. Faithfulness is then dealt out by cell type and gathered the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from circuitdb.attribution.aggregate import AggregateOptions, CellSummary, aggregate, summarize_cell
+from circuitdb.attribution.circuit import Circuit, Provenance
+from circuitdb.attribution.faithfulness import FaithfulnessRow, Runner, active_feature_pool, evaluate_faithfulness, top_features
+from circuitdb.attribution.graph import AttributionGraph
+from circuitdb.attribution.prune import PruneMethod, prune
+
+FAITHFULNESS_FILE = "faithfulness.json"
+CIRCUIT_PREFIX = "circuit-"
+
+
+class CellLike(Protocol):
+    """What the pipeline needs of a cell (:class:`circuitdb.loaders.sentences.CellSentence`)."""
+
+    cell_id: str
+    index: int
+    label: str | None
+
+
+@dataclass(frozen=True)
+class CircuitsConfig:
+    """Options of :func:`build_circuits` and :func:`run_faithfulness` (defaults as the CLI)."""
+
+    cells_per_type: int = 32
+    method: PruneMethod = "influence"
+    node_threshold: float = 0.8
+    edge_threshold: float = 0.98
+    branches: int = 5
+    max_paths: int = 50
+    max_length: int = 8
+    aggregate: AggregateOptions = field(default_factory=AggregateOptions)
+    sizes: tuple[int, ...] = (10, 25, 50)
+    n_random: int = 20
+    holdout_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cells_per_type < 1:
+            raise ValueError(f"cells_per_type must be >= 1, got {self.cells_per_type}")
+        if self.holdout_every < 2:
+            raise ValueError(f"holdout_every must be >= 2, got {self.holdout_every}")
+
+    def thresholds(self) -> dict[str, float]:
+        """What goes into a circuit's provenance."""
+        t = {"node_threshold": self.node_threshold, "edge_threshold": self.edge_threshold} if self.method == "influence" else {
+            "branches": float(self.branches), "max_paths": float(self.max_paths), "max_length": float(self.max_length)}
+        a = self.aggregate
+        t.update(keep_fraction=a.keep_fraction, min_features=float(a.min_features), min_frequency=a.min_frequency,
+                 max_features=float(a.max_features or 0), max_genes=float(a.max_genes or 0), head_min_share=a.head_min_share,
+                 cells_per_type=float(self.cells_per_type), holdout_every=float(self.holdout_every))
+        return t
+
+
+@dataclass
+class CellSplit:
+    """The cells of one type: ``attributed`` build the circuit, ``evaluated`` test it."""
+
+    cell_type: str
+    attributed: list[Any]
+    evaluated: list[Any]
+    eval_cells: str  # "heldout" or "attributed"
+
+
+def split_cells(cells: Sequence[Any], cells_per_type: int, holdout_every: int = 5) -> dict[str, CellSplit]:
+    """Group labelled cells by type (sorted by name) and pick attributed / evaluated cells."""
+    by_type: dict[str, tuple[list[Any], list[Any]]] = {}
+    for c in sorted(cells, key=lambda c: c.index):
+        if c.label is None:
+            continue
+        train, held = by_type.setdefault(str(c.label), ([], []))
+        (held if c.index % holdout_every == 0 else train).append(c)
+    out: dict[str, CellSplit] = {}
+    for t in sorted(by_type):
+        train, held = by_type[t]
+        attributed = train[:cells_per_type] or held[:cells_per_type]
+        evaluated = held[:cells_per_type]
+        out[t] = CellSplit(t, attributed, evaluated or attributed, "heldout" if evaluated else "attributed")
+    return out
+
+
+def circuit_filename(cell_type: str) -> str:
+    """``circuit-{slug}-{hash8}.json``: safe for any cell-type name, unique per name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cell_type.lower()).strip("-")[:40] or "type"
+    return f"{CIRCUIT_PREFIX}{slug}-{hashlib.sha1(cell_type.encode('utf-8')).hexdigest()[:8]}.json"
+
+
+# -- distribution ----------------------------------------------------------------------
+@dataclass
+class DistContext:
+    """This process's place: ``rank`` of ``world`` (1 and 0 without torch.distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    def shard(self, n: int) -> list[int]:
+        return list(range(self.rank, n, self.world))
+
+    def gather(self, items: list[Any]) -> list[Any] | None:
+        """All ranks' lists concatenated on rank 0 (``None`` elsewhere)."""
+        if self.world == 1:
+            return list(items)
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world if self.rank == 0 else None  # type: ignore[assignment]
+        dist.gather_object(items, out, dst=0)
+        if self.rank != 0:
+            return None
+        return [x for part in out for x in part]
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+@contextmanager
+def dist_context() -> Iterator[DistContext]:
+    """Join a gloo process group when ``WORLD_SIZE > 1`` is set; otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        yield DistContext()
+        return
+    import torch.distributed as dist
+
+    started = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        started = True
+    try:
+        yield DistContext(dist.get_rank(), dist.get_world_size())
+    finally:
+        if started:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+# -- the pipeline --------------------------------------------------------------------------
+AttributeFn = Callable[[Any, str], AttributionGraph]
+ProvenanceFn = Callable[[str, list[str]], Provenance]
+RunnerFactory = Callable[[str, list[Any]], Runner]
+
+
+def summarize_one(graph: AttributionGraph, cell_type: str, cell_id: str, cfg: CircuitsConfig) -> CellSummary:
+    """Prune one cell's graph as configured and collapse it."""
+    res = prune(graph, cfg.method, node_threshold=cfg.node_threshold, edge_threshold=cfg.edge_threshold,
+                branches=cfg.branches, max_paths=cfg.max_paths, max_length=cfg.max_length)
+    return summarize_cell(graph, res, cell_type, cell_id)
+
+
+def build_circuits(
+    splits: dict[str, CellSplit],
+    attribute_fn: AttributeFn,
+    provenance_fn: ProvenanceFn,
+    cfg: CircuitsConfig,
+    ctx: DistContext | None = None,
+    *,
+    callback: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Circuit], dict[str, list[tuple[int, int]]]]:
+    """Attribute this rank's share of cells, gather, aggregate per type.
+
+    Parameters
+    ----------
+    splits
+        From :func:`split_cells`.
+    attribute_fn
+        ``attribute_fn(cell, cell_type) -> AttributionGraph``.
+    provenance_fn
+        ``provenance_fn(cell_type, cell_ids) -> Provenance``.
+    cfg
+        Pruning, aggregation and selection options.
+    ctx
+        Distribution context (default: one process).
+    callback
+        Called with 1 after each of this rank's cells.
+
+    Returns
+    -------
+    (circuits, pools)
+        On every rank: one circuit per type and the active-feature pool of each type
+        (union over its attributed cells), for faithfulness.
+    """
+    ctx = ctx or DistContext()
+    work = [(t, c) for t in sorted(splits) for c in splits[t].attributed]
+    mine: list[tuple[int, CellSummary]] = []
+    for i in ctx.shard(len(work)):
+        t, cell = work[i]
+        graph = attribute_fn(cell, t)
+        mine.append((i, summarize_one(graph, t, str(cell.cell_id), cfg)))
+        del graph
+        if callback is not None:
+            callback(1)
+    gathered = ctx.gather(mine)
+    result: tuple[dict[str, Circuit], dict[str, list[tuple[int, int]]]] | None = None
+    if gathered is not None:
+        gathered.sort(key=lambda x: x[0])
+        per_type: dict[str, list[CellSummary]] = {}
+        for _, s in gathered:
+            per_type.setdefault(s.cell_type, []).append(s)
+        circuits: dict[str, Circuit] = {}
+        pools: dict[str, list[tuple[int, int]]] = {}
+        for t in sorted(per_type):
+            sums = per_type[t]
+            circuits[t] = aggregate(sums, provenance_fn(t, [s.cell_id for s in sums]), cfg.aggregate)
+            pools[t] = active_feature_pool([s.active_features for s in sums])
+        result = (circuits, pools)
+    return ctx.broadcast(result)
+
+
+def run_faithfulness(
+    circuits: dict[str, Circuit],
+    pools: dict[str, list[tuple[int, int]]],
+    splits: dict[str, CellSplit],
+    make_runner: RunnerFactory,
+    cfg: CircuitsConfig,
+    ctx: DistContext | None = None,
+    *,
+    callback: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Circuit vs random ablations for every type (dealt out over ranks by type).
+
+    Returns the rows (dicts, sorted by cell type then n) on every rank.
+    """
+    ctx = ctx or DistContext()
+    types = sorted(circuits)
+    mine: list[tuple[int, list[FaithfulnessRow]]] = []
+    for i in ctx.shard(len(types)):
+        t = types[i]
+        cells = splits[t].evaluated
+        rows = evaluate_faithfulness(make_runner(t, cells), top_features(circuits[t]), pools[t], cell_type=t,
+                                     sizes=cfg.sizes, n_random=cfg.n_random, seed=cfg.seed, callback=callback)
+        mine.append((i, rows))
+    gathered = ctx.gather(mine)
+    out: list[dict[str, Any]] | None = None
+    if gathered is not None:
+        gathered.sort(key=lambda x: x[0])
+        out = []
+        for i, rows in gathered:
+            for r in rows:
+                d = r.to_dict()
+                d["eval_cells"] = splits[types[i]].eval_cells
+                d["circuit_file"] = circuit_filename(types[i])
+                out.append(d)
+    return ctx.broadcast(out)
+
+
+def write_outputs(out_dir: str | Path, circuits: dict[str, Circuit], rows: list[dict[str, Any]] | None) -> list[Path]:
+    """One ``circuit-*.json`` per type and ``faithfulness.json`` (each written atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [circuits[t].save(out / circuit_filename(t)) for t in sorted(circuits)]
+    if rows is not None:
+        tmp = out / (FAITHFULNESS_FILE + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(out / FAITHFULNESS_FILE)
+        paths.append(out / FAITHFULNESS_FILE)
+    return paths
