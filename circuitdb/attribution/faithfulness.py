@@ -236,3 +236,51 @@ def active_feature_pool(summaries_active: Sequence[Sequence[FeatureKey]]) -> lis
     for a in summaries_active:
         out.update((int(x), int(y)) for x, y in a)
     return sorted(out)
+
+
+def answer_scores(
+    model: nn.Module,
+    tokenizer: object,
+    input_ids: Sequence[Sequence[int]],
+    target_token: int,
+    competitors: Sequence[int],
+    *,
+    batch_size: int = 32,
+) -> Scores:
+    """Target logit at each prompt's last token, and whether it beats every competitor token.
+
+    Prompts are right-padded (causal attention: padding never reaches a real token, and
+    positions stay ``0..len-1``), so no attention mask is needed.
+
+    Parameters
+    ----------
+    model
+        A Hugging Face causal LM.
+    tokenizer
+        Its tokenizer (for the pad id).
+    input_ids
+        One token list per cell: prompt plus the shared answer prefix.
+    target_token
+        The cell type's first diverging answer token.
+    competitors
+        The other candidates' tokens at that position (accuracy: target beats all).
+    batch_size
+        Cells per forward pass.
+    """
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = 0 if pad is None else int(pad)
+    device = next(model.parameters()).device
+    comp = torch.as_tensor(sorted(set(int(c) for c in competitors) - {int(target_token)}), dtype=torch.long)
+    logits_out: list[torch.Tensor] = []
+    correct_out: list[torch.Tensor] = []
+    for b0 in range(0, len(input_ids), batch_size):
+        chunk = [list(x) for x in input_ids[b0:b0 + batch_size]]
+        lens = torch.tensor([len(x) for x in chunk])
+        ids = torch.full((len(chunk), int(lens.max())), pad, dtype=torch.long)
+        for i, x in enumerate(chunk):
+            ids[i, : len(x)] = torch.tensor(x)
+        logits = model(input_ids=ids.to(device)).logits[torch.arange(len(chunk)), (lens - 1).to(device)].float().cpu()
+        tl = logits[:, int(target_token)]
+        logits_out.append(tl)
+        correct_out.append((tl[:, None] > logits[:, comp]).all(-1) if len(comp) else torch.ones(len(chunk), dtype=torch.bool))
+    return Scores(torch.cat(logits_out), torch.cat(correct_out))
