@@ -50,14 +50,16 @@ def _free_port() -> int:
 def _read(out: Path) -> dict[str, object]:
     files = {}
     for p in sorted(out.iterdir()):
-        files[p.name] = json.loads(p.read_text())
+        files[p.name] = json.loads(p.read_text()) if p.suffix == ".json" else p.read_text()
     return files
 
 
 def test_single_process_outputs(tmp_path):
     shard_worker.main(str(tmp_path))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert "faithfulness.json" in names and len(names) == 4
+    assert "faithfulness.json" in names and "faithfulness.md" in names and len(names) == 5
+    md = (tmp_path / "faithfulness.md").read_text().splitlines()
+    assert md[0].startswith("| cell type | n |") and len(md) == 2 + 6 and "| CD19+ B | 2 |" in md[2]
     rows = json.loads((tmp_path / "faithfulness.json").read_text())
     assert len(rows) == 3 * 2
     for r in rows:

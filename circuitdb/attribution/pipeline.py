@@ -278,8 +278,26 @@ def run_faithfulness(
     return ctx.broadcast(out)
 
 
+def faithfulness_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The faithfulness rows as a Markdown table (logit drops are means over the evaluated cells)."""
+    lines = [
+        "| cell type | n | cells | circuit logit drop | random logit drop (mean ± sd) | ratio | circuit acc drop | random acc drop | random ≥ circuit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = "∞" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        cells = f"{r['n_cells']}" + ("" if r.get("eval_cells", "heldout") == "heldout" else " (attributed)")
+        n = str(r["n"]) if r["n_ablated"] == r["n"] else f"{r['n']} ({r['n_ablated']})"
+        lines.append(
+            f"| {r['cell_type']} | {n} | {cells} | "
+            f"{r['circuit_logit_drop']:.3f} | {r['random_logit_drop_mean']:.3f} ± {r['random_logit_drop_std']:.3f} | {ratio} | "
+            f"{r['circuit_acc_drop']:+.2f} | {r['random_acc_drop_mean']:+.2f} | {r['frac_random_ge']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(out_dir: str | Path, circuits: dict[str, Circuit], rows: list[dict[str, Any]] | None) -> list[Path]:
-    """One ``circuit-*.json`` per type and ``faithfulness.json`` (each written atomically)."""
+    """One ``circuit-*.json`` per type, ``faithfulness.json`` and ``faithfulness.md`` (each written atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [circuits[t].save(out / circuit_filename(t)) for t in sorted(circuits)]
@@ -288,4 +306,9 @@ def write_outputs(out_dir: str | Path, circuits: dict[str, Circuit], rows: list[
         tmp.write_text(json.dumps(rows, indent=1))
         tmp.replace(out / FAITHFULNESS_FILE)
         paths.append(out / FAITHFULNESS_FILE)
+        md = out / "faithfulness.md"
+        tmp = out / "faithfulness.md.tmp"
+        tmp.write_text(faithfulness_markdown(rows))
+        tmp.replace(md)
+        paths.append(md)
     return paths
