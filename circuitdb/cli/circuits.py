@@ -33,40 +33,6 @@ def _read_meta(model_dir: Path) -> dict[str, Any]:
         raise InputError(f"{p} is not valid JSON ({exc}); restore it or remove it") from None
 
 
-def _load_model(model_dir: Path) -> tuple[Any, Any]:
-    """Model + fast tokenizer, through the shared loader when it is there."""
-    try:
-        from circuitdb.demo.predict import load_model_dir  # type: ignore[import-not-found]
-    except ImportError:
-        load_model_dir = None
-    if load_model_dir is not None:
-        b = load_model_dir(model_dir)
-        return b.model, b.tokenizer
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not model_dir.is_dir():
-        raise InputError(f"model directory {model_dir} does not exist; pass --model DIR with a saved model")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"cannot load the model in {model_dir}: {str(exc).splitlines()[0]}; check the directory") from None
-    return model.eval(), tok
-
-
-def _read_data(data: str) -> Any:
-    p = Path(data)
-    if not p.exists():
-        raise InputError(f"data file {p} does not exist; pass an .h5ad or .zarr AnnData")
-    import anndata as ad
-
-    try:
-        return ad.read_zarr(str(p)) if p.suffix == ".zarr" or p.is_dir() else ad.read_h5ad(str(p))
-    except Exception as exc:  # noqa: BLE001 - h5py/zarr raise many types for a corrupt file
-        raise InputError(f"cannot read {p} as AnnData ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); is it a valid .h5ad/.zarr?") from None
-
-
 def _file_hash(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -112,6 +78,8 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
     from circuitdb.attribution.aggregate import AggregateOptions, make_provenance
     from circuitdb.attribution.faithfulness import Scores, ablation_runner, answer_scores
     from circuitdb.attribution.pipeline import CircuitsConfig, build_circuits, dist_context, run_faithfulness, split_cells, write_outputs
+    from circuitdb.loaders.io import read_anndata
+    from circuitdb.loaders.model import load_model
     from circuitdb.loaders.prompts import DEFAULT_ORGANISM, PromptTemplate, build_prompt, gene_token_spans
     from circuitdb.loaders.sentences import SentenceOptions, iter_cell_sentences
 
@@ -130,13 +98,14 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
 
     with dist_context() as ctx:
         torch.set_grad_enabled(False)
-        model, tokenizer = _load_model(model_dir)
+        loaded = load_model(model_dir)
+        model, tokenizer = loaded.model, loaded.tokenizer
         transcoders = load_transcoders(tc_dir)
         rm = ReplacementModel(model, transcoders)  # checks the transcoders belong to the model
-        adata = _read_data(data)
+        adata = read_anndata(data, backed=False)
         if label_key not in adata.obs.columns:
             raise InputError(f"--label-key {label_key!r} is not an obs column of {data}; pick one of {list(adata.obs.columns)[:10]}")
-        cells = list(iter_cell_sentences(adata, SentenceOptions(top_k=top_k, label_key=label_key)))
+        cells = list(iter_cell_sentences(adata, SentenceOptions(top_k=top_k, label_key=label_key, organism=organism)))
         candidates = [str(c) for c in (meta.get("cell_types") or sorted({c.label for c in cells if c.label is not None}))]
         splits = split_cells(cells, cells_per_type)
         unknown = sorted(set(splits) - set(candidates))
@@ -149,7 +118,7 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
                              node_threshold=node_threshold, edge_threshold=edge_threshold,
                              aggregate=AggregateOptions(keep_fraction=keep_fraction, min_features=min_features),
                              sizes=size_list, n_random=n_random, seed=seed)
-        model_hash = model_fingerprint(model)
+        model_hash = loaded.hash or model_fingerprint(model)
         tc_hash = transcoders_fingerprint(rm.transcoders)
         any_tc = next(iter(rm.transcoders.values()))
         dname = dataset_name or Path(data).stem
