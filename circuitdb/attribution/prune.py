@@ -80,7 +80,8 @@ def normalize_matrix(matrix: torch.Tensor) -> torch.Tensor:
         The row-normalised absolute matrix.
     """
     a = matrix.abs()
-    return a / a.sum(dim=1, keepdim=True).clamp(min=1e-10)
+    a /= a.sum(dim=1, keepdim=True).clamp(min=1e-10)
+    return a
 
 
 def compute_influence(
@@ -221,24 +222,30 @@ def prune_influence(
     node_mask = influence >= find_threshold(influence, node_threshold)
     node_mask |= always_keep
 
-    pruned = a.clone()
-    pruned[~node_mask] = 0
-    pruned[:, ~node_mask] = 0
-    norm_pruned = normalize_matrix(pruned)
-    pruned_influence = compute_influence(norm_pruned, w) + w
-    edge_scores = norm_pruned * pruned_influence[:, None]
-    edge_mask = (edge_scores >= find_threshold(edge_scores, edge_threshold)) & (edge_scores > 0)
+    # edges only among kept nodes: work on that submatrix (the rest would score zero)
+    idx = torch.nonzero(node_mask).flatten()
+    norm_sub = normalize_matrix(a[idx][:, idx])
+    w_sub = w[idx]
+    scores = norm_sub * (compute_influence(norm_sub, w_sub) + w_sub)[:, None]
+    positive = scores[scores > 0]
+    sub_edges = (scores >= find_threshold(positive, edge_threshold)) & (scores > 0)
+    del scores, positive, norm_sub
 
-    prunable = ~always_keep
+    sub_nodes = torch.ones(len(idx), dtype=torch.bool)
+    prunable = ~always_keep[idx]
+    need = needs_input[idx] & prunable
     while True:
-        old = node_mask.clone()
-        edge_mask[~node_mask] = False
-        edge_mask[:, ~node_mask] = False
-        node_mask[prunable] &= edge_mask[:, prunable].any(0)
-        need = needs_input & prunable
-        node_mask[need] &= edge_mask[need].any(1)
-        if torch.equal(old, node_mask):
+        old = sub_nodes.clone()
+        sub_edges[~sub_nodes] = False
+        sub_edges[:, ~sub_nodes] = False
+        sub_nodes[prunable] &= sub_edges[:, prunable].any(0)
+        sub_nodes[need] &= sub_edges[need].any(1)
+        if torch.equal(old, sub_nodes):
             break
+    node_mask = torch.zeros_like(node_mask)
+    node_mask[idx] = sub_nodes
+    edge_mask = torch.zeros(a.shape, dtype=torch.bool)
+    edge_mask[idx[:, None], idx[None, :]] = sub_edges
     return PruneResult(node_mask, edge_mask, cumulative_shares(influence), influence)
 
 

@@ -54,7 +54,8 @@ def _file_hash(path: Path) -> str:
 @click.option("--min-features", default=50, show_default=True, type=click.IntRange(min=0), help="Circuit: keep at least this many features.")
 @click.option("--dataset-name", default=None, help="Dataset name in the provenance (default: the file name).")
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Genes per cell sentence (default: the model's).")
-@click.option("--max-feature-nodes", default=None, type=click.IntRange(min=1), help="Feature nodes per graph (default: all active).")
+@click.option("--max-feature-nodes", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Feature nodes per graph, chosen by estimated influence (the rest fold into error nodes); 0: all active.")
 @click.option("--sizes", default="10,25,50", show_default=True, help="Top-n features ablated for faithfulness.")
 @click.option("--n-random", default=20, show_default=True, type=click.IntRange(min=1), help="Random sets per size.")
 @click.option("--no-faithfulness", is_flag=True, help="Only build the circuits.")
@@ -125,8 +126,8 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
         dsrc = str(Path(data).resolve())
         dataset_id = f"{dname}-{_file_hash(Path(data))}" if Path(data).is_file() else dname
         thresholds = cfg.thresholds()
-        if max_feature_nodes:
-            thresholds["max_feature_nodes"] = float(max_feature_nodes)
+        max_feature_nodes = max_feature_nodes or None
+        thresholds["max_feature_nodes"] = float(max_feature_nodes or 0)
 
         def provenance_fn(cell_type: str, ids: list[str]):  # noqa: ANN202
             return make_provenance(
