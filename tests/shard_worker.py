@@ -65,10 +65,10 @@ def main(out_dir: str) -> None:
     cfg = CircuitsConfig(cells_per_type=4, aggregate=AggregateOptions(min_features=5), sizes=(2, 4), n_random=5)
     splits = split_cells(cells(), cfg.cells_per_type)
     with dist_context() as ctx:
-        circuits, pools = build_circuits(splits, attribute_fn, provenance_fn, cfg, ctx)
-        rows = run_faithfulness(circuits, pools, splits, make_runner, cfg, ctx)
+        res = build_circuits(splits, attribute_fn, provenance_fn, cfg, ctx)
+        rows = run_faithfulness(res.circuits, res.pools, splits, make_runner, cfg, ctx)
         if ctx.rank == 0:
-            write_outputs(out_dir, circuits, rows)
+            write_outputs(out_dir, res.circuits, rows, res.feature_stats)
         print(f"rank {ctx.rank} world {ctx.world} attributed {len(CALLS)}", flush=True)
 
 

@@ -57,7 +57,12 @@ def _read(out: Path) -> dict[str, object]:
 def test_single_process_outputs(tmp_path):
     shard_worker.main(str(tmp_path))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert "faithfulness.json" in names and "faithfulness.md" in names and len(names) == 5
+    assert "faithfulness.json" in names and "faithfulness.md" in names and len(names) == 6
+    stats = json.loads((tmp_path / "feature_stats.json").read_text())
+    assert stats["feat:1:0"]["density"] == 1.0  # the planted feature is active in every cell
+    assert all(0 < v["density"] <= 1 and set(v["top_genes"]) <= set(shard_worker.GENES) for v in stats.values())
+    # the planted layer-0 feature is fed (weight 8) by each cell's first gene
+    assert stats["feat:0:0"]["top_genes"][0] in {c.genes[0] for c in shard_worker.cells()}
     md = (tmp_path / "faithfulness.md").read_text().splitlines()
     assert md[0].startswith("| cell type | n |") and len(md) == 2 + 6 and "| CD19+ B | 2 |" in md[2]
     rows = json.loads((tmp_path / "faithfulness.json").read_text())

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from circuitdb.attribution.aggregate import AggregateOptions, CellSummary, aggregate, summarize_cell
 from circuitdb.attribution.circuit import Circuit, Provenance
@@ -36,6 +36,7 @@ from circuitdb.attribution.graph import AttributionGraph
 from circuitdb.attribution.prune import PruneMethod, prune
 
 FAITHFULNESS_FILE = "faithfulness.json"
+FEATURE_STATS_FILE = "feature_stats.json"
 CIRCUIT_PREFIX = "circuit-"
 
 
@@ -182,6 +183,49 @@ def summarize_one(graph: AttributionGraph, cell_type: str, cell_id: str, cfg: Ci
     return summarize_cell(graph, res, cell_type, cell_id)
 
 
+class CircuitsResult(NamedTuple):
+    """What :func:`build_circuits` returns (on every rank).
+
+    circuits: one per cell type; pools: each type's active features (union over its
+    attributed cells), for random ablations; feature_stats: see :func:`feature_stats`.
+    """
+
+    circuits: dict[str, Circuit]
+    pools: dict[str, list[tuple[int, int]]]
+    feature_stats: dict[str, dict[str, Any]]
+
+
+def feature_stats(summaries: Sequence[CellSummary], circuits: dict[str, Circuit], top_n: int = 10) -> dict[str, dict[str, Any]]:
+    """``{feat:L:I: {density, top_genes}}`` for every feature in some circuit.
+
+    ``density``: fraction of all attributed cells (every type) in which the feature is
+    active at some position. ``top_genes``: the genes with the largest summed positive
+    gene -> feature edge weight over all circuits (at most ``top_n``, ties by symbol).
+    """
+    n = max(len(summaries), 1)
+    active: dict[tuple[int, int], int] = {}
+    for s in summaries:
+        for f in s.active_features:
+            active[f] = active.get(f, 0) + 1
+    gene_w: dict[str, dict[str, float]] = {}
+    in_circuit: dict[str, tuple[int, int]] = {}
+    for c in circuits.values():
+        kinds = {x.id: x for x in c.nodes}
+        for x in c.nodes:
+            if x.kind == "feature" and x.layer is not None and x.index is not None:
+                in_circuit[x.id] = (int(x.layer), int(x.index))
+        for e in c.edges:
+            src, tgt = kinds.get(e.source), kinds.get(e.target)
+            if src is not None and tgt is not None and src.kind == "gene" and tgt.kind == "feature":
+                g = gene_w.setdefault(e.target, {})
+                g[src.gene or e.source] = g.get(src.gene or e.source, 0.0) + e.weight
+    out: dict[str, dict[str, Any]] = {}
+    for fid in sorted(in_circuit):
+        ranked = sorted(((w, g) for g, w in gene_w.get(fid, {}).items() if w > 0), key=lambda t: (-t[0], t[1]))
+        out[fid] = {"density": active.get(in_circuit[fid], 0) / n, "top_genes": [g for _, g in ranked[:top_n]]}
+    return out
+
+
 def build_circuits(
     splits: dict[str, CellSplit],
     attribute_fn: AttributeFn,
@@ -190,7 +234,7 @@ def build_circuits(
     ctx: DistContext | None = None,
     *,
     callback: Callable[[int], None] | None = None,
-) -> tuple[dict[str, Circuit], dict[str, list[tuple[int, int]]]]:
+) -> CircuitsResult:
     """Attribute this rank's share of cells, gather, aggregate per type.
 
     Parameters
@@ -210,9 +254,8 @@ def build_circuits(
 
     Returns
     -------
-    (circuits, pools)
-        On every rank: one circuit per type and the active-feature pool of each type
-        (union over its attributed cells), for faithfulness.
+    CircuitsResult
+        On every rank.
     """
     ctx = ctx or DistContext()
     work = [(t, c) for t in sorted(splits) for c in splits[t].attributed]
@@ -225,7 +268,7 @@ def build_circuits(
         if callback is not None:
             callback(1)
     gathered = ctx.gather(mine)
-    result: tuple[dict[str, Circuit], dict[str, list[tuple[int, int]]]] | None = None
+    result: CircuitsResult | None = None
     if gathered is not None:
         gathered.sort(key=lambda x: x[0])
         per_type: dict[str, list[CellSummary]] = {}
@@ -237,7 +280,7 @@ def build_circuits(
             sums = per_type[t]
             circuits[t] = aggregate(sums, provenance_fn(t, [s.cell_id for s in sums]), cfg.aggregate)
             pools[t] = active_feature_pool([s.active_features for s in sums])
-        result = (circuits, pools)
+        result = CircuitsResult(circuits, pools, feature_stats([s for _, s in gathered], circuits))
     return ctx.broadcast(result)
 
 
@@ -296,16 +339,24 @@ def faithfulness_markdown(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(out_dir: str | Path, circuits: dict[str, Circuit], rows: list[dict[str, Any]] | None) -> list[Path]:
-    """One ``circuit-*.json`` per type, ``faithfulness.json`` and ``faithfulness.md`` (each written atomically)."""
+def _write_json(path: Path, data: Any) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def write_outputs(out_dir: str | Path, circuits: dict[str, Circuit], rows: list[dict[str, Any]] | None,
+                  stats: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    """Write (each atomically) one ``circuit-*.json`` per type, ``feature_stats.json``,
+    ``faithfulness.json`` and ``faithfulness.md``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [circuits[t].save(out / circuit_filename(t)) for t in sorted(circuits)]
+    if stats is not None:
+        paths.append(_write_json(out / FEATURE_STATS_FILE, stats))
     if rows is not None:
-        tmp = out / (FAITHFULNESS_FILE + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        tmp.replace(out / FAITHFULNESS_FILE)
-        paths.append(out / FAITHFULNESS_FILE)
+        paths.append(_write_json(out / FAITHFULNESS_FILE, rows))
         md = out / "faithfulness.md"
         tmp = out / "faithfulness.md.tmp"
         tmp.write_text(faithfulness_markdown(rows))

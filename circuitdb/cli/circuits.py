@@ -149,7 +149,8 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
         with progress() as bar:
             mine = len(ctx.shard(n_cells))
             task = bar.add_task(f"attributing (rank {ctx.rank})" if ctx.world > 1 else "attributing", total=mine)
-            circs, pools = build_circuits(splits, attribute_fn, provenance_fn, cfg, ctx, callback=lambda k: bar.advance(task, k))
+            built = build_circuits(splits, attribute_fn, provenance_fn, cfg, ctx, callback=lambda k: bar.advance(task, k))
+        circs, pools = built.circuits, built.pools
         rows = None
         if not no_faithfulness:
             mlps = {i: rm.adapter.layer(i).mlp for i in rm.transcoders}
@@ -173,7 +174,7 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
                 task = bar.add_task("faithfulness", total=my_types * (1 + len(size_list) * (1 + n_random)))
                 rows = run_faithfulness(circs, pools, splits, make_runner, cfg, ctx, callback=lambda k: bar.advance(task, k))
         if ctx.rank == 0:
-            paths = write_outputs(out_dir, circs, rows)
+            paths = write_outputs(out_dir, circs, rows, built.feature_stats)
             for t, c in circs.items():
                 nf = sum(n.kind == "feature" for n in c.nodes)
                 detail(f"{t}: {nf} features, {sum(n.kind == 'gene' for n in c.nodes)} genes, {len(c.edges)} edges")
