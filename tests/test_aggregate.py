@@ -146,3 +146,13 @@ def test_aggregate_needs_cells():
         aggregate([], prov())
     with pytest.raises(ValueError, match="keep_fraction"):
         AggregateOptions(keep_fraction=0.0)
+
+
+def test_effects_are_summed_over_positions_and_averaged_over_cells():
+    c = aggregate(summaries(), prov(), AggregateOptions(keep_fraction=1.0, min_features=0))
+    nodes = {x.id: x for x in c.nodes}
+    # cell a: feat:1:2 effect 4 (direct); feat:0:7 at pos1: 0.5*4/2, at pos2: 1.5*4/2 -> 4; cell b: feat:1:2 6
+    assert nodes["feat:1:2"].effect == pytest.approx((4 + 6) / 2)
+    assert nodes["feat:0:7"].effect == pytest.approx(4 / 2)
+    # CD3E: cell a 1 (direct) + 1 * (4/2 * 0.5) / 1 ... = 1 + 1.0; cell b: 2 * 6 / 1 = 12
+    assert nodes["gene:CD3E"].effect == pytest.approx((2.0 + 12.0) / 2)

@@ -8,6 +8,8 @@ import torch
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
 from circuitdb.attribution.prune import (
     compute_influence,
+    compute_total_effect,
+    node_gains,
     cumulative_shares,
     find_threshold,
     greedy_paths,
@@ -190,3 +192,13 @@ def test_influence_pruning_matches_dense_reference_on_random_graphs(seed, nt, et
     nm, em = _dense_reference(g, nt, et)
     assert torch.equal(res.node_mask, nm) and torch.equal(res.edge_mask, em)
     assert 0 < int(res.node_mask.sum()) < len(g.nodes)
+
+
+def test_total_effect_by_hand_and_sources_sum_to_target():
+    g = hand_graph()
+    w = torch.zeros(6, dtype=torch.float64)
+    w[T] = 1.0
+    e = compute_total_effect(g.adjacency, w, node_gains(g))
+    # fb 6; fa, err 2*6/4; gA 3*3/4; gB -2 + 1*3/4
+    assert torch.allclose(e, torch.tensor([3.0, 6.0, 3.0, 2.25, -1.25, 0.0], dtype=torch.float64))
+    assert float(e[[ERR, GA, GB]].sum()) == pytest.approx(float(g.adjacency[T].sum()))

@@ -12,7 +12,9 @@ to a position-free id (see :mod:`circuitdb.attribution.circuit`):
   keeps the others as ``target:{label}``)
 
 Within a cell, a collapsed node's influence is the sum over its positions (influence is
-additive), its activation the mean over its kept positions; a collapsed edge's weight
+additive), its activation the mean over its kept positions, its ``effect`` the sum of the
+signed total effects on the target of all its positions, kept or not
+(:func:`circuitdb.attribution.prune.compute_total_effect`); a collapsed edge's weight
 is the sum of the kept direct effects between the positions it merges (self-loops are
 dropped), and its per-head split the sum of the kept per-head rows.
 
@@ -55,7 +57,7 @@ from circuitdb.attribution.circuit import (
     target_id,
 )
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.prune import PruneResult
+from circuitdb.attribution.prune import PruneResult, compute_total_effect, node_gains, target_weights_of
 
 
 @dataclass
@@ -86,6 +88,7 @@ class CellSummary:
     edges: dict[tuple[str, str], float]
     heads: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     active_features: list[tuple[int, int]] = field(default_factory=list)
+    effects: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,13 @@ def summarize_cell(graph: AttributionGraph, pruned: PruneResult, cell_type: str,
                 heads[(ks, kt)] = heads[(ks, kt)] + hw
             else:
                 heads[(ks, kt)] = hw.clone()
+    effects: dict[str, float] = {}
+    eff = compute_total_effect(graph.adjacency, target_weights_of(graph), node_gains(graph)).tolist()
+    for i, nd in enumerate(graph.nodes):
+        if nd.kind != "target":
+            effects[keys[i]] = effects.get(keys[i], 0.0) + float(eff[i])
     cid = cell_id if cell_id is not None else str(graph.metadata.get("cell_id", ""))
-    return CellSummary(cid, cell_type, stats, edges, heads, sorted(active))
+    return CellSummary(cid, cell_type, stats, edges, heads, sorted(active), effects)
 
 
 def _select(ids: list[str], infl: dict[str, float], fraction: float, minimum: int, maximum: int | None) -> list[str]:
@@ -245,6 +253,10 @@ def aggregate(summaries: Sequence[CellSummary], provenance: Provenance, options:
             act[k] = act.get(k, 0.0) + st.activation
             desc.setdefault(k, st)
     mean_infl = {k: v / n for k, v in infl.items()}
+    effect: dict[str, float] = {}
+    for cs in summaries:
+        for k, v in cs.effects.items():
+            effect[k] = effect.get(k, 0.0) + v
 
     eligible = [k for k in desc if freq[k] / n >= opts.min_frequency]
     groups: dict[str, list[str]] = {"feature": [], "gene": [], "other": [], "target": []}
@@ -266,7 +278,7 @@ def aggregate(summaries: Sequence[CellSummary], provenance: Provenance, options:
             id=k, kind=st.kind, layer=st.layer, index=st.index, gene=st.gene,
             cell_type=provenance.cell_type if st.kind == "target" else None,
             influence=mean_infl[k], frequency=freq[k] / n, activation=act[k] / freq[k],
-            label=st.label,
+            label=st.label, effect=effect.get(k, 0.0) / n,
         ))
 
     esum: dict[tuple[str, str], float] = {}

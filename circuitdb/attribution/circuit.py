@@ -55,7 +55,9 @@ class CircuitNode:
     """A node of an aggregated circuit.
 
     influence: mean (over cells) influence on the target; frequency: fraction of
-    cells in which the node was active/kept; activation: mean activation when active.
+    cells in which the node was active/kept; activation: mean activation when active;
+    effect: mean (over cells, absent = 0) signed total effect on the target logit in the
+    frozen linear model (zeroing the node lowers the target by about this much).
     """
 
     id: str
@@ -68,6 +70,7 @@ class CircuitNode:
     frequency: float = 0.0
     activation: float = 0.0
     label: str | None = None
+    effect: float = 0.0
 
 
 @dataclass

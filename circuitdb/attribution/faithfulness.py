@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -73,10 +73,13 @@ class FaithfulnessRow:
         return asdict(self)
 
 
-def top_features(circuit: Circuit, n: int | None = None) -> list[FeatureKey]:
-    """The circuit's features ranked by mean influence (ties by layer, index), first ``n``."""
+RankBy = Literal["influence", "effect"]
+
+
+def top_features(circuit: Circuit, n: int | None = None, by: RankBy = "influence") -> list[FeatureKey]:
+    """The circuit's features ranked by mean influence or mean signed effect (ties by layer, index), first ``n``."""
     feats = [x for x in circuit.nodes if x.kind == "feature" and x.layer is not None and x.index is not None]
-    feats.sort(key=lambda x: (-x.influence, int(x.layer), int(x.index)))  # type: ignore[arg-type]
+    feats.sort(key=lambda x: (-(x.influence if by == "influence" else x.effect), int(x.layer), int(x.index)))  # type: ignore[arg-type]
     ranked = [(int(x.layer), int(x.index)) for x in feats]  # type: ignore[arg-type]
     return ranked if n is None else ranked[:n]
 

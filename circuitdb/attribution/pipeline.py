@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Protocol
 
 from circuitdb.attribution.aggregate import AggregateOptions, CellSummary, aggregate, summarize_cell
 from circuitdb.attribution.circuit import Circuit, Provenance
-from circuitdb.attribution.faithfulness import FaithfulnessRow, Runner, active_feature_pool, evaluate_faithfulness, top_features
+from circuitdb.attribution.faithfulness import FaithfulnessRow, RankBy, Runner, active_feature_pool, evaluate_faithfulness, top_features
 from circuitdb.attribution.graph import AttributionGraph
 from circuitdb.attribution.prune import PruneMethod, prune
 
@@ -64,6 +64,7 @@ class CircuitsConfig:
     n_random: int = 20
     holdout_every: int = 5
     seed: int = 0
+    rank_by: RankBy = "influence"
 
     def __post_init__(self) -> None:
         if self.cells_per_type < 1:
@@ -304,7 +305,7 @@ def run_faithfulness(
     for i in ctx.shard(len(types)):
         t = types[i]
         cells = splits[t].evaluated
-        rows = evaluate_faithfulness(make_runner(t, cells), top_features(circuits[t]), pools[t], cell_type=t,
+        rows = evaluate_faithfulness(make_runner(t, cells), top_features(circuits[t], by=cfg.rank_by), pools[t], cell_type=t,
                                      sizes=cfg.sizes, n_random=cfg.n_random, seed=cfg.seed, callback=callback)
         mine.append((i, rows))
     gathered = ctx.gather(mine)
@@ -316,6 +317,7 @@ def run_faithfulness(
             for r in rows:
                 d = r.to_dict()
                 d["eval_cells"] = splits[types[i]].eval_cells
+                d["rank_by"] = cfg.rank_by
                 d["circuit_file"] = circuit_filename(types[i])
                 out.append(d)
     return ctx.broadcast(out)

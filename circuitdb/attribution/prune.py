@@ -132,6 +132,40 @@ def compute_influence(
     raise RuntimeError(f"influence did not converge after {max_iter} iterations; is the graph acyclic? use method='solve'")
 
 
+def compute_total_effect(adjacency: torch.Tensor, weights: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Signed total effect of every node on the weighted targets in the linear (frozen) model.
+
+    ``effect[s] = sum_t w_t * (A[t, s] + sum_u A[u, s] * gain[u] * effect_u ...)``: removing
+    node ``s`` (zeroing its output) changes the targets by ``-effect[s]`` to first order.
+    A feature's outgoing edges scale with its activation, so ``gain = 1 / activation`` for
+    features, 1 for targets and 0 for nodes without inputs. For the sources (genes,
+    tokens, errors, biases) the effects add up to the weighted target value.
+
+    Parameters
+    ----------
+    adjacency
+        ``(n, n)``, ``adjacency[target, source]``.
+    weights
+        ``(n,)`` target weights.
+    gains
+        ``(n,)`` per-node gain as above.
+    """
+    dt = _work_dtype(adjacency)
+    m = adjacency.to(dt) * gains.to(dt)[:, None]
+    return compute_influence(m, weights.to(dt))
+
+
+def node_gains(graph: AttributionGraph) -> torch.Tensor:
+    """``1 / activation`` for features (0 if it is 0), 1 for targets, 0 otherwise."""
+    g = torch.zeros(len(graph.nodes), dtype=torch.float64)
+    for i, nd in enumerate(graph.nodes):
+        if nd.kind == "target":
+            g[i] = 1.0
+        elif nd.kind == "feature" and nd.activation:
+            g[i] = 1.0 / float(nd.activation)
+    return g
+
+
 def find_threshold(scores: torch.Tensor, fraction: float) -> float:
     """The score cut-off that keeps ``fraction`` of the total score mass (largest first).
 

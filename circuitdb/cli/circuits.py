@@ -58,13 +58,15 @@ def _file_hash(path: Path) -> str:
               help="Feature nodes per graph, chosen by estimated influence (the rest fold into error nodes); 0: all active.")
 @click.option("--sizes", default="10,25,50", show_default=True, help="Top-n features ablated for faithfulness.")
 @click.option("--n-random", default=20, show_default=True, type=click.IntRange(min=1), help="Random sets per size.")
+@click.option("--rank-by", type=click.Choice(["influence", "effect"]), default="influence", show_default=True,
+              help="Order of the circuit's features for the top-n ablations: mean influence or mean signed effect.")
 @click.option("--no-faithfulness", is_flag=True, help="Only build the circuits.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random ablation sets.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
 def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, cells_per_type: int, method: str,
              node_threshold: float, edge_threshold: float, keep_fraction: float, min_features: int,
              dataset_name: str | None, top_k: int | None, max_feature_nodes: int | None, sizes: str, n_random: int,
-             no_faithfulness: bool, seed: int, out_dir: Path) -> None:
+             rank_by: str, no_faithfulness: bool, seed: int, out_dir: Path) -> None:
     """Build one circuit per cell type of DATA and test its faithfulness.
 
     Each type's first N training cells (obs positions not divisible by 5) are attributed,
@@ -118,7 +120,7 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
         cfg = CircuitsConfig(cells_per_type=cells_per_type, method=method,  # type: ignore[arg-type]
                              node_threshold=node_threshold, edge_threshold=edge_threshold,
                              aggregate=AggregateOptions(keep_fraction=keep_fraction, min_features=min_features),
-                             sizes=size_list, n_random=n_random, seed=seed)
+                             sizes=size_list, n_random=n_random, seed=seed, rank_by=rank_by)  # type: ignore[arg-type]
         model_hash = loaded.hash or model_fingerprint(model)
         tc_hash = transcoders_fingerprint(rm.transcoders)
         any_tc = next(iter(rm.transcoders.values()))
