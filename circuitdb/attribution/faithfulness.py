@@ -13,7 +13,8 @@ returns each cell's target logit and whether the prediction was right) for:
 Reported per ``n``: mean drop of the target logit (baseline - ablated) and of accuracy,
 for the circuit and the random sets (mean and std), their ratio
 (``circuit_logit_drop / random_logit_drop_mean``; ``None`` when the random mean is
-not positive), and the fraction of random sets that hurt at least as much.
+not positive), the fraction of random sets that hurt at least as much, and
+``beats_random``: the circuit lowers the target logit, and more than random sets do on average.
 
 The model side is :func:`ablate_features`: forward hooks on each layer's MLP module (the
 module each transcoder replaces) subtract the chosen features' decoder contributions,
@@ -172,7 +173,7 @@ def evaluate_faithfulness(
             ratio=(c_drop / r_mean) if r_mean > 0 else None,
             circuit_acc_drop=c_acc, random_acc_drop_mean=float(sum(r_accs) / len(r_accs)) if r_accs else 0.0,
             frac_random_ge=float((rd >= c_drop).to(torch.float64).mean()) if len(rd) else 0.0,
-            beats_random=c_drop > r_mean,
+            beats_random=c_drop > 0 and c_drop > r_mean,
         ))
     return rows
 

@@ -330,7 +330,7 @@ def faithfulness_markdown(rows: Sequence[dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ratio = "∞" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        ratio = ("∞" if r["circuit_logit_drop"] > 0 else "n/a") if r["ratio"] is None else f"{r['ratio']:.2f}"
         cells = f"{r['n_cells']}" + ("" if r.get("eval_cells", "heldout") == "heldout" else " (attributed)")
         n = str(r["n"]) if r["n_ablated"] == r["n"] else f"{r['n']} ({r['n_ablated']})"
         lines.append(

@@ -199,7 +199,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
     for col in ("cell type", "n", "circuit", "random", "ratio", "acc circuit", "acc random"):
         t.add_column(col, justify="left" if col == "cell type" else "right")
     for r in rows:
-        ratio = "inf" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        ratio = ("inf" if r["circuit_logit_drop"] > 0 else "n/a") if r["ratio"] is None else f"{r['ratio']:.2f}"
         t.add_row(r["cell_type"], str(r["n"]), f"{r['circuit_logit_drop']:.3f}", f"{r['random_logit_drop_mean']:.3f}", ratio,
                   f"{r['circuit_acc_drop']:.2f}", f"{r['random_acc_drop_mean']:.2f}")
     console.print(t)
