@@ -97,7 +97,7 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
     label_key = label_key or meta.get("label_key") or "bulk_labels"
     top_k = top_k or int(meta.get("top_k", 0) or 0) or 200
     organism = str(meta.get("organism", DEFAULT_ORGANISM))
-    template = PromptTemplate()
+    template = PromptTemplate(**{k: str(meta[f"{k}_template"]) for k in ("prompt", "answer") if meta.get(f"{k}_template")})
 
     with dist_context() as ctx:
         torch.set_grad_enabled(False)
