@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "circuits": "circuitdb.cli.circuits:circuits",
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "demo-model": "circuitdb.cli.demo_model:demo_model",
+    "predict": "circuitdb.cli.predict:predict",
     "sentences": "circuitdb.cli.sentences:sentences",
 }
 
