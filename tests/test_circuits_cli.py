@@ -50,12 +50,13 @@ def test_circuits_cli_writes_circuits_and_faithfulness(setup):
     out = setup / "out"
     res = CliRunner().invoke(cli, ["--hide-progress", "circuits", str(setup / "data.h5ad"), "--model", str(setup / "model"),
                                    "--transcoders", str(setup / "tc"), "--cells-per-type", "1", "--max-feature-nodes", "24", "--sizes", "2,4",
-                                   "--n-random", "3", "--min-features", "4", "--dataset-name", "tiny", "--out", str(out)])
+                                   "--n-random", "3", "--min-features", "4", "--rank-by", "influence", "--rank-by", "effect", "--dataset-name", "tiny", "--out", str(out)])
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([circuit_filename(t) for t in TYPES] + ["faithfulness.json", "faithfulness.md", "feature_stats.json"])
     rows = json.loads((out / "faithfulness.json").read_text())
-    assert [(r["cell_type"], r["n"]) for r in rows] == [(t, n) for t in sorted(TYPES) for n in (2, 4)]
+    assert [(r["rank_by"], r["cell_type"], r["n"]) for r in rows] == [
+        (rb, t, n) for rb in ("influence", "effect") for t in sorted(TYPES) for n in (2, 4)]
     assert all(r["eval_cells"] == "heldout" and r["n_cells"] >= 1 for r in rows)
     for t in TYPES:
         c = Circuit.load(out / circuit_filename(t))

@@ -64,7 +64,7 @@ def test_single_process_outputs(tmp_path):
     # the planted layer-0 feature is fed (weight 8) by each cell's first gene
     assert stats["feat:0:0"]["top_genes"][0] in {c.genes[0] for c in shard_worker.cells()}
     md = (tmp_path / "faithfulness.md").read_text().splitlines()
-    assert md[0].startswith("| cell type | n |") and len(md) == 2 + 6 and "| CD19+ B | 2 |" in md[2]
+    assert md[0].startswith("| cell type | ranked by | n |") and len(md) == 2 + 6 and "| CD19+ B | influence | 2 |" in md[2]
     rows = json.loads((tmp_path / "faithfulness.json").read_text())
     assert len(rows) == 3 * 2
     for r in rows:

@@ -326,15 +326,15 @@ def run_faithfulness(
 def faithfulness_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The faithfulness rows as a Markdown table (logit drops are means over the evaluated cells)."""
     lines = [
-        "| cell type | n | cells | circuit logit drop | random logit drop (mean ± sd) | ratio | circuit acc drop | random acc drop | random ≥ circuit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cell type | ranked by | n | cells | circuit logit drop | random logit drop (mean ± sd) | ratio | circuit acc drop | random acc drop | random ≥ circuit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = ("∞" if r["circuit_logit_drop"] > 0 else "n/a") if r["ratio"] is None else f"{r['ratio']:.2f}"
         cells = f"{r['n_cells']}" + ("" if r.get("eval_cells", "heldout") == "heldout" else " (attributed)")
         n = str(r["n"]) if r["n_ablated"] == r["n"] else f"{r['n']} ({r['n_ablated']})"
         lines.append(
-            f"| {r['cell_type']} | {n} | {cells} | "
+            f"| {r['cell_type']} | {r.get('rank_by', 'influence')} | {n} | {cells} | "
             f"{r['circuit_logit_drop']:.3f} | {r['random_logit_drop_mean']:.3f} ± {r['random_logit_drop_std']:.3f} | {ratio} | "
             f"{r['circuit_acc_drop']:+.2f} | {r['random_acc_drop_mean']:+.2f} | {r['frac_random_ge']:.2f} |"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,15 @@ def _file_hash(path: Path) -> str:
               help="Feature nodes per graph, chosen by estimated influence (the rest fold into error nodes); 0: all active.")
 @click.option("--sizes", default="10,25,50", show_default=True, help="Top-n features ablated for faithfulness.")
 @click.option("--n-random", default=20, show_default=True, type=click.IntRange(min=1), help="Random sets per size.")
-@click.option("--rank-by", type=click.Choice(["influence", "effect"]), default="influence", show_default=True,
-              help="Order of the circuit's features for the top-n ablations: mean influence or mean signed effect.")
+@click.option("--rank-by", type=click.Choice(["influence", "effect"]), multiple=True, default=("influence",), show_default=True,
+              help="Order of the circuit's features for the top-n ablations: mean influence or mean signed effect (repeatable: rows for each).")
 @click.option("--no-faithfulness", is_flag=True, help="Only build the circuits.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random ablation sets.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
 def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, cells_per_type: int, method: str,
              node_threshold: float, edge_threshold: float, keep_fraction: float, min_features: int,
              dataset_name: str | None, top_k: int | None, max_feature_nodes: int | None, sizes: str, n_random: int,
-             rank_by: str, no_faithfulness: bool, seed: int, out_dir: Path) -> None:
+             rank_by: tuple[str, ...], no_faithfulness: bool, seed: int, out_dir: Path) -> None:
     """Build one circuit per cell type of DATA and test its faithfulness.
 
     Each type's first N training cells (obs positions not divisible by 5) are attributed,
@@ -120,7 +121,7 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
         cfg = CircuitsConfig(cells_per_type=cells_per_type, method=method,  # type: ignore[arg-type]
                              node_threshold=node_threshold, edge_threshold=edge_threshold,
                              aggregate=AggregateOptions(keep_fraction=keep_fraction, min_features=min_features),
-                             sizes=size_list, n_random=n_random, seed=seed, rank_by=rank_by)  # type: ignore[arg-type]
+                             sizes=size_list, n_random=n_random, seed=seed, rank_by=rank_by[0])  # type: ignore[arg-type]
         model_hash = loaded.hash or model_fingerprint(model)
         tc_hash = transcoders_fingerprint(rm.transcoders)
         any_tc = next(iter(rm.transcoders.values()))
@@ -172,9 +173,12 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
                 return ablation_runner(mlps, rm.transcoders, evaluate)
 
             my_types = len(ctx.shard(len(circs)))
+            rows = []
             with progress() as bar:
-                task = bar.add_task("faithfulness", total=my_types * (1 + len(size_list) * (1 + n_random)))
-                rows = run_faithfulness(circs, pools, splits, make_runner, cfg, ctx, callback=lambda k: bar.advance(task, k))
+                task = bar.add_task("faithfulness", total=len(rank_by) * my_types * (1 + len(size_list) * (1 + n_random)))
+                for rb in dict.fromkeys(rank_by):
+                    rows += run_faithfulness(circs, pools, splits, make_runner, replace(cfg, rank_by=rb), ctx,  # type: ignore[arg-type]
+                                             callback=lambda k: bar.advance(task, k))
         if ctx.rank == 0:
             paths = write_outputs(out_dir, circs, rows, built.feature_stats)
             for t, c in circs.items():
