@@ -164,3 +164,20 @@ def test_ablation_runner_end_to_end(tiny):
     assert rows[0].n_cells == 3
     assert torch.equal(runner(None).target_logit, base.target_logit)
     assert not torch.allclose(runner(all_feats).target_logit, base.target_logit)
+
+
+def test_answer_scores_right_padding_matches_single_prompts(tiny):
+    from circuitdb.attribution.faithfulness import answer_scores
+
+    model, _, _, ids = tiny
+
+    class Tok:
+        pad_token_id = 0
+
+    prompts = [ids[0, :7].tolist(), ids[1, :4].tolist(), ids[2, :6].tolist()]
+    with torch.no_grad():
+        s = answer_scores(model, Tok(), prompts, target_token=5, competitors=[3, 5, 9], batch_size=2)
+        for i, p in enumerate(prompts):
+            logits = model(input_ids=torch.tensor([p])).logits[0, -1]
+            assert s.target_logit[i].item() == pytest.approx(logits[5].item(), abs=1e-5)
+            assert bool(s.correct[i]) == bool(logits[5] > logits[3] and logits[5] > logits[9])
