@@ -54,6 +54,7 @@ def _file_hash(path: Path) -> str:
 @click.option("--keep-fraction", default=0.8, show_default=True, type=click.FloatRange(0, 1, min_open=True), help="Circuit: share of mean influence kept per node group.")
 @click.option("--min-features", default=50, show_default=True, type=click.IntRange(min=0), help="Circuit: keep at least this many features.")
 @click.option("--dataset-name", default=None, help="Dataset name in the provenance (default: the file name).")
+@click.option("--dataset-source", default=None, help="Where the data came from, for the provenance (default: the file's path).")
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Genes per cell sentence (default: the model's).")
 @click.option("--max-feature-nodes", default=1000, show_default=True, type=click.IntRange(min=0),
               help="Feature nodes per graph, chosen by estimated influence (the rest fold into error nodes); 0: all active.")
@@ -66,7 +67,7 @@ def _file_hash(path: Path) -> str:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
 def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, cells_per_type: int, method: str,
              node_threshold: float, edge_threshold: float, keep_fraction: float, min_features: int,
-             dataset_name: str | None, top_k: int | None, max_feature_nodes: int | None, sizes: str, n_random: int,
+             dataset_name: str | None, dataset_source: str | None, top_k: int | None, max_feature_nodes: int | None, sizes: str, n_random: int,
              rank_by: tuple[str, ...], no_faithfulness: bool, seed: int, out_dir: Path) -> None:
     """Build one circuit per cell type of DATA and test its faithfulness.
 
@@ -126,7 +127,7 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
         tc_hash = transcoders_fingerprint(rm.transcoders)
         any_tc = next(iter(rm.transcoders.values()))
         dname = dataset_name or Path(data).stem
-        dsrc = str(Path(data).resolve())
+        dsrc = dataset_source or str(Path(data).resolve())
         dataset_id = f"{dname}-{_file_hash(Path(data))}" if Path(data).is_file() else dname
         thresholds = cfg.thresholds()
         max_feature_nodes = max_feature_nodes or None
