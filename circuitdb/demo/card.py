@@ -13,7 +13,7 @@ def model_card(meta: dict[str, Any], config: Any) -> str:
     curve = "\n".join(
         f"| {h['epoch']} | {h['answer_loss']:.3f} | {h['heldout_acc']:.3f} | {h['wall_s']:.0f} |"
         for h in meta["history"]
-        if h["heldout_acc"] == h["heldout_acc"]  # skip NaN (epochs without an evaluation)
+        if h["heldout_acc"] is not None  # epochs without an evaluation have none
     )
     types = ", ".join(f"`{t}`" for t in meta["cell_types"])
     return f"""# circuitdb demo model: a C2S-style GPT-NeoX trained from scratch on pbmc68k_reduced
@@ -46,7 +46,7 @@ GPT-NeoX (`GPTNeoXForCausalLM`), Pythia-style: parallel residual, rotary on {tc[
 - Ties: most of a top-k list in log-normalised counts is ties (equal values), ordered by the sentence builder's seeded tie key.
   {"Each epoch re-draws that tie order with a fresh tie seed, so no arbitrary order is memorised; held-out and predicted sentences use tie seed 0." if tc.get('resample_ties') else "Training uses tie seed 0, as evaluation does."}
 - Augmentation: with probability {tc['aug_prob']}, the ranked list is truncated to a random length in [{tc['aug_min_frac']} x top-k, top-k] and each gene then dropped with probability {tc['aug_drop']} (order kept).
-- AdamW lr {tc['lr']} (warmup {tc['warmup_frac']}, cosine to {tc['min_lr_frac']} x lr), weight decay {tc['weight_decay']}, batch {tc['batch_size']}, {tc['epochs']} epochs, dropout {tc['dropout']}, seed {tc['seed']}, {tc['threads']} threads.
+- AdamW lr {tc['lr']} (warmup {tc['warmup_frac']}, cosine to {tc['min_lr_frac']} x lr), weight decay {tc['weight_decay']}, batch {tc['batch_size']}, {tc['epochs']} epochs, dropout {tc['dropout']}, seed {tc['seed']}, {tc['threads']} CPU thread(s).
 - This run: {meta['train_wall_s']:.0f} s wall, {meta['train_cpu_s']:.0f} s CPU (torch {meta['torch']}). Wall time depends on how busy the
   machine is; with {tc['threads']} thread(s) the CPU time is about the wall time on an idle machine.
 

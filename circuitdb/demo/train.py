@@ -347,10 +347,11 @@ def train(
                 done = True
                 break
         is_last = done or epoch == cfg.epochs - 1
-        if is_last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+        evaluated = is_last or bool(cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+        if evaluated:
             last_acc = heldout_eval(model, tokenizer, held_cells, cell_types, cfg)
-        history.append({"epoch": epoch + 1, "answer_loss": ep_loss / max(1, ep_n), "heldout_acc": last_acc,
-                        "wall_s": time.perf_counter() - wall0})
+        history.append({"epoch": epoch + 1, "answer_loss": ep_loss / max(1, ep_n),
+                        "heldout_acc": last_acc if evaluated else None, "wall_s": time.perf_counter() - wall0})
         if callback is not None:
             callback({"epoch": epoch + 1, "step": step, "total": total, "loss": ep_loss / max(1, ep_n), "heldout_acc": last_acc})
         if done:
