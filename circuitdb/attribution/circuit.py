@@ -127,7 +127,9 @@ class Circuit:
     @property
     def id(self) -> str:
         p = self.provenance
-        return f"{p.model_hash[:12]}|{p.transcoder_hash[:12]}|{p.dataset_id}|{p.cell_type}|{p.method}"
+        # hashes may carry an algorithm prefix ("sha256:..."): keep 12 hex digits either way
+        mh, th = p.model_hash.split(":")[-1], p.transcoder_hash.split(":")[-1]
+        return f"{mh[:12]}|{th[:12]}|{p.dataset_id}|{p.cell_type}|{p.method}"
 
     # -- Neuronpedia-style graph JSON -----------------------------------------
     def to_json(self) -> dict[str, Any]:
