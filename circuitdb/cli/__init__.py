@@ -30,8 +30,13 @@ COMMANDS: dict[str, str] = {
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
     "demo-model": "circuitdb.cli.demo_model:demo_model",
+    "diff": "circuitdb.cli.diff:diff",
+    "export": "circuitdb.cli.export:export",
     "predict": "circuitdb.cli.predict:predict",
+    "queries": "circuitdb.cli.query:queries",
+    "query": "circuitdb.cli.query:query",
     "sentences": "circuitdb.cli.sentences:sentences",
+    "subgraph": "circuitdb.cli.subgraph:subgraph",
 }
 
 
