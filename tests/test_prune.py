@@ -202,3 +202,9 @@ def test_total_effect_by_hand_and_sources_sum_to_target():
     # fb 6; fa, err 2*6/4; gA 3*3/4; gB -2 + 1*3/4
     assert torch.allclose(e, torch.tensor([3.0, 6.0, 3.0, 2.25, -1.25, 0.0], dtype=torch.float64))
     assert float(e[[ERR, GA, GB]].sum()) == pytest.approx(float(g.adjacency[T].sum()))
+
+
+def test_greedy_never_steps_into_error_or_bias_nodes():
+    res = prune(hand_graph(), "greedy")
+    assert not res.node_mask[ERR]
+    assert sorted(map(tuple, res.edge_mask.nonzero().tolist())) == [(FA, GA), (FA, GB), (FB, FA), (T, FB)]

@@ -17,6 +17,8 @@ Two deterministic methods, selected by ``method``:
     A beam search backwards from each target: extend every path by the
     ``branches`` largest attributions into its last node, keep the
     ``max_paths`` best new paths per step, stop after ``max_length`` edges.
+    As in Dunefsky et al., paths step only through features and end at genes or
+    tokens (embeddings); error and bias terms are not path steps.
     A path's score is the attribution it carries to the target in the
     linearised model: ``w_t A[t, a] / act(a) * A[a, b] / act(b) * ...``
     (every intermediate node is an active feature, whose outgoing edges scale
@@ -294,6 +296,7 @@ def greedy_paths(
     max_paths: int = 50,
     max_length: int = 8,
     sign: GreedySign = "positive",
+    candidates: torch.Tensor | None = None,
 ) -> list[tuple[tuple[int, ...], float]]:
     """Top computational paths, Dunefsky-style beam search from the targets backwards.
 
@@ -317,6 +320,9 @@ def greedy_paths(
     sign
         ``"positive"`` ranks by signed attribution (paths that push the target
         up, as Dunefsky et al.); ``"abs"`` by magnitude.
+    candidates
+        ``(n,)`` bool: nodes that may join a path (default all). Dunefsky et al.
+        branch only into features and embeddings; error and bias terms are not path steps.
 
     Returns
     -------
@@ -346,6 +352,8 @@ def greedy_paths(
             gain = 1.0 if len(path) == 1 else 1.0 / float(act[last]) if float(act[last]) != 0 else 0.0
             contrib = score * gain * a[last]
             nz = contrib != 0
+            if candidates is not None:
+                nz &= candidates
             if not bool(nz.any()):
                 continue
             src, val = index[nz], contrib[nz]
@@ -433,6 +441,7 @@ def prune(
         # fall back to the stored value where a feature's activation was not recorded
         acts = torch.where(acts == 0, graph.values.to(torch.float64), acts)
     paths = greedy_paths(graph.adjacency, w, is_kind["feature"] | is_kind["target"], acts,
-                         branches=branches, max_paths=max_paths, max_length=max_length, sign=sign)
+                         branches=branches, max_paths=max_paths, max_length=max_length, sign=sign,
+                         candidates=is_kind["feature"] | is_kind["gene"] | is_kind["token"])
     node_mask, edge_mask = paths_to_masks(paths, n, is_kind["target"])
     return PruneResult(node_mask, edge_mask, cumulative_shares(influence), influence)
