@@ -11,6 +11,8 @@ Node ids (deterministic, also used as graph ids after prefixing with the circuit
 * gene ``gene:{SYMBOL}``
 * feature ``feat:{layer}:{index}``
 * error ``err:{layer}``
+* embedding (a non-gene prompt token) ``emb:{token}``
+* bias ``bias:{layer}``
 * target ``target:{cell_type}``
 """
 
@@ -36,12 +38,26 @@ def target_id(cell_type: str) -> str:
     return f"target:{cell_type}"
 
 
+def error_id(layer: int) -> str:
+    return f"err:{layer}"
+
+
+def embedding_id(token: str) -> str:
+    return f"emb:{token}"
+
+
+def bias_id(layer: int) -> str:
+    return f"bias:{layer}"
+
+
 @dataclass
 class CircuitNode:
     """A node of an aggregated circuit.
 
     influence: mean (over cells) influence on the target; frequency: fraction of
-    cells in which the node was active/kept; activation: mean activation when active.
+    cells in which the node was active/kept; activation: mean activation when active;
+    effect: mean (over cells, absent = 0) signed total effect on the target logit in the
+    frozen linear model (zeroing the node lowers the target by about this much).
     """
 
     id: str
@@ -54,6 +70,7 @@ class CircuitNode:
     frequency: float = 0.0
     activation: float = 0.0
     label: str | None = None
+    effect: float = 0.0
 
 
 @dataclass
@@ -110,7 +127,9 @@ class Circuit:
     @property
     def id(self) -> str:
         p = self.provenance
-        return f"{p.model_hash[:12]}|{p.transcoder_hash[:12]}|{p.dataset_id}|{p.cell_type}|{p.method}"
+        # hashes may carry an algorithm prefix ("sha256:..."): keep 12 hex digits either way
+        mh, th = p.model_hash.split(":")[-1], p.transcoder_hash.split(":")[-1]
+        return f"{mh[:12]}|{th[:12]}|{p.dataset_id}|{p.cell_type}|{p.method}"
 
     # -- Neuronpedia-style graph JSON -----------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -139,10 +158,13 @@ class Circuit:
                 "slug": self.id,
                 "scan": p.model,
                 "prompt": f"circuit of {p.cell_type} over {len(p.cells)} cells",
+                "prompt_tokens": [],
+                "transcoder_list": [],
+                "node_threshold": p.thresholds.get("node_threshold"),
                 "circuitdb": asdict(p),
                 "circuit_id": self.id,
             },
-            "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both"},
+            "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
             "nodes": nodes,
             "links": links,
         }

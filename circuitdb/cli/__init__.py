@@ -27,6 +27,7 @@ from circuitdb.errors import CircuitDBError
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
     "attribute": "circuitdb.cli.attribute:attribute_cmd",
+    "circuits": "circuitdb.cli.circuits:circuits",
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
     "demo-model": "circuitdb.cli.demo_model:demo_model",
