@@ -26,8 +26,8 @@ from circuitdb.errors import CircuitDBError
 
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
-    "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "sentences": "circuitdb.cli.sentences:sentences",
 }
 
 
