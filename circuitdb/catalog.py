@@ -1,6 +1,6 @@
 """Cypher statements shipped as package data, one statement per ``.cypher`` file.
 
-Files live in ``cypher/{schema,library,write}/NAME.cypher`` (installed as
+Files live in ``cypher/{schema,library,write,admin}/NAME.cypher`` (installed as
 ``circuitdb.cypher``). Each starts with a ``//`` header comment that names its
 parameters (``// params: $a, $b``) and what it returns. Nothing here builds
 Cypher from values: callers pass values as ``$parameters``.
@@ -15,7 +15,7 @@ from importlib import resources
 
 from circuitdb.errors import InputError
 
-SECTIONS = ("schema", "library", "write")
+SECTIONS = ("schema", "library", "write", "admin")
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
