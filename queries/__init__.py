@@ -1,4 +1,222 @@
 """Named Cypher queries with validated parameters; results as DataFrames or networkx.
 
 Installed as ``circuitdb.queries`` (mapped from the top-level ``queries/`` folder).
+
+>>> from circuitdb.queries import run_query, circuit_diff, neighbourhood_graph
+>>> df = run_query(backend, "top_features", cell_type="CD19+ B")          # doctest: +SKIP
+>>> diff = circuit_diff(backend, "CD19+ B", "CD14+ Monocyte")             # doctest: +SKIP
+>>> g = neighbourhood_graph(backend, feature_id, hops=2)                   # doctest: +SKIP
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import networkx as nx
+import pandas as pd
+
+from circuitdb.catalog import CypherStatement
+from circuitdb.errors import InputError
+from circuitdb.queries.registry import REGISTRY, NamedQuery, Param, get, parse_assignments
+
+
+class Runner(Protocol):
+    """A graph backend: ``run(statement, params) -> list of row dicts``."""
+
+    def run(self, statement: CypherStatement, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+
+def run_rows(runner: Runner, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run a named query with validated parameters; rows as dicts."""
+    stmt, values = get(name).compile(params)
+    return runner.run(stmt, values)
+
+
+def run_query(runner: Runner, name: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> pd.DataFrame:
+    """Run a named query; rows as a DataFrame (columns in ``RETURN`` order, also when empty).
+
+    Parameters
+    ----------
+    runner
+        An open graph backend.
+    name
+        A registry name (see ``circuitdb queries list``).
+    params, **kwargs
+        Parameter values (validated and converted; text is parsed).
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    values = {**dict(params or {}), **kwargs}
+    stmt, cypher_params = get(name).compile(values)
+    rows = runner.run(stmt, cypher_params)
+    return pd.DataFrame(rows, columns=_columns(stmt) if not rows else None)
+
+
+def _columns(stmt: CypherStatement) -> list[str] | None:
+    for line in stmt.text.splitlines():
+        s = line.strip().lstrip("/").strip()
+        if s.lower().startswith("returns:"):
+            cols = []
+            for part in s.split(":", 1)[1].split(","):
+                token = part.strip().split(" ")[0].strip("()")
+                if token.isidentifier():
+                    cols.append(token)
+            return cols or None
+    return None
+
+
+def resolve_circuit(runner: Runner, cell_type: str, dataset: str | None) -> dict[str, Any]:
+    """The one stored circuit of a cell type (in a dataset); a one-line error when none or several match."""
+    rows = run_rows(runner, "circuits", {"cell_type": cell_type, "dataset": dataset})
+    where = f" in dataset {dataset!r}" if dataset else ""
+    if not rows:
+        known = sorted({r["cell_type"] for r in run_rows(runner, "circuits", {"dataset": dataset})})
+        listed = ", ".join(repr(k) for k in known[:12]) or "none (run 'circuitdb export' first)"
+        raise InputError(f"no circuit for cell type {cell_type!r}{where}; stored cell types: {listed}")
+    if len(rows) > 1:
+        datasets = sorted({str(r["dataset"]) for r in rows})
+        raise InputError(f"{len(rows)} circuits for cell type {cell_type!r}{where} (datasets: {', '.join(datasets)}); "
+                         "pass --dataset to pick one")
+    return rows[0]
+
+
+@dataclass
+class CircuitDiff:
+    """A circuit diff: edge rows and feature rows, each with a ``status`` of only_a/only_b/both."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    edges: pd.DataFrame
+    features: pd.DataFrame
+
+    def counts(self, what: str = "edges") -> dict[str, int]:
+        df = self.edges if what == "edges" else self.features
+        vc = df["status"].value_counts() if len(df) else {}
+        return {k: int(vc.get(k, 0)) for k in ("only_a", "only_b", "both")}
+
+    def as_json(self) -> dict[str, Any]:
+        """``{counts, only_a, only_b, both}`` over edges, plus ``features`` in the same shape and the two circuits."""
+        def rows(df: pd.DataFrame, status: str, cols: list[str]) -> list[dict[str, Any]]:
+            part = df[df["status"] == status] if len(df) else df
+            return [{c: _plain(r[c]) for c in cols} for r in part.to_dict("records")]
+
+        ecols = ["type", "source", "target", "weight_a", "weight_b", "delta"]
+        fcols = ["feature", "layer", "index", "influence_a", "influence_b", "delta"]
+        return {
+            "a": self.a, "b": self.b,
+            "counts": self.counts("edges"),
+            "only_a": rows(self.edges, "only_a", ecols),
+            "only_b": rows(self.edges, "only_b", ecols),
+            "both": rows(self.edges, "both", ecols),
+            "features": {
+                "counts": self.counts("features"),
+                "only_a": rows(self.features, "only_a", fcols),
+                "only_b": rows(self.features, "only_b", fcols),
+                "both": rows(self.features, "both", fcols),
+            },
+        }
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas for a missing weight
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def circuit_diff(
+    runner: Runner,
+    cell_type_a: str,
+    cell_type_b: str | None = None,
+    *,
+    dataset_a: str | None = None,
+    dataset_b: str | None = None,
+) -> CircuitDiff:
+    """Diff two circuits: two cell types (one dataset), or one cell type in two datasets.
+
+    Parameters
+    ----------
+    cell_type_a, cell_type_b
+        Side A's and side B's cell type (B defaults to A, for a dataset diff).
+    dataset_a, dataset_b
+        Side A's and side B's dataset (B defaults to A; null: the one dataset that has the cell type).
+
+    Returns
+    -------
+    CircuitDiff
+    """
+    cell_type_b = cell_type_a if cell_type_b is None else cell_type_b
+    if dataset_a is None and dataset_b is None and cell_type_a != cell_type_b:
+        # two cell types, no dataset named: the one dataset that has both, if there is exactly one
+        common = ({r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_a})}
+                  & {r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_b})})
+        if len(common) == 1:
+            dataset_a = common.pop()
+    dataset_b = dataset_a if dataset_b is None else dataset_b
+    a = resolve_circuit(runner, cell_type_a, dataset_a)
+    b = resolve_circuit(runner, cell_type_b, dataset_b)
+    if a["id"] == b["id"]:
+        raise InputError(f"both sides are circuit {a['id']!r}; pass a different cell type (--vs) or dataset (--vs-dataset)")
+    params = {"cell_type_a": cell_type_a, "dataset_a": a["dataset"], "cell_type_b": cell_type_b,
+              "dataset_b": b["dataset"]}
+    edges = _diff_generic(runner, "diff_edges", params)
+    features = _diff_generic(runner, "diff_features", params)
+    return CircuitDiff(a, b, edges, features)
+
+
+def _diff_generic(runner: Runner, statement: str, params: dict[str, Any]) -> pd.DataFrame:
+    from circuitdb import catalog  # noqa: PLC0415
+
+    stmt = catalog.load("library", statement)
+    rows = runner.run(stmt, params)
+    return pd.DataFrame(rows, columns=_columns(stmt) if not rows else None)
+
+
+def neighbourhood_graph(
+    runner: Runner,
+    feature: str,
+    *,
+    hops: int = 1,
+    circuit: str | None = None,
+    min_weight: float = 0.0,
+) -> nx.MultiDiGraph:
+    """The circuit edges within ``hops`` of a feature as a networkx MultiDiGraph.
+
+    Nodes are keyed by their graph key (feature id, gene symbol, cell type name) with a
+    ``label`` attribute; edges carry ``type``, ``circuit`` and ``weight`` (one edge per circuit).
+    """
+    rows = run_rows(runner, "neighbourhood", {"feature": feature, "hops": hops, "circuit": circuit,
+                                              "min_weight": min_weight})
+    g = nx.MultiDiGraph(feature=feature, hops=hops, circuit=circuit or "", min_weight=min_weight)
+    if not rows:
+        exists = runner.run(_feature_exists(), {"feature": feature})
+        if not exists:
+            raise InputError(f"no feature {feature!r} in the graph; list features with "
+                             "'circuitdb query top_features --param cell_type=...'")
+        g.add_node(feature, label="Feature")
+        return g
+    for r in rows:
+        g.add_node(r["source"], label=r["source_label"])
+        g.add_node(r["target"], label=r["target_label"])
+        g.add_edge(r["source"], r["target"], key=f"{r['type']}|{r['circuit']}", type=r["type"],
+                   circuit=r["circuit"], weight=float(r["weight"]))
+    return g
+
+
+def _feature_exists() -> CypherStatement:
+    from circuitdb import catalog  # noqa: PLC0415
+
+    return catalog.load("library", "feature_exists")
+
+
+__all__ = [
+    "REGISTRY", "NamedQuery", "Param", "get", "parse_assignments", "run_rows", "run_query", "resolve_circuit",
+    "CircuitDiff", "circuit_diff", "neighbourhood_graph",
+]

@@ -26,8 +26,16 @@ from circuitdb.errors import CircuitDBError
 
 #: command name -> "module:attribute". Keep sorted; one line per command.
 COMMANDS: dict[str, str] = {
+    "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "diff": "circuitdb.cli.diff:diff",
+    "export": "circuitdb.cli.export:export",
+    "grn": "circuitdb.cli.grn:grn",
+    "interpret": "circuitdb.cli.interpret:interpret",
+    "queries": "circuitdb.cli.query:queries",
+    "query": "circuitdb.cli.query:query",
     "sentences": "circuitdb.cli.sentences:sentences",
+    "subgraph": "circuitdb.cli.subgraph:subgraph",
 }
 
 

@@ -1,0 +1,254 @@
+"""Write circuits into the graph: batched ``UNWIND $rows`` MERGE statements, idempotent and resumable.
+
+How a rerun stays exact:
+
+* every node and relationship is MERGEd on a deterministic key (ids from
+  :mod:`circuitdb.graph.rows`; relationships on their end nodes plus the circuit id),
+  so writing a row twice changes nothing;
+* each batch is its own transaction, so a kill leaves whole batches;
+* a Circuit node is written with ``complete = false`` and set ``complete = true``
+  (with its content hash) only after its last edge; a rerun skips complete circuits
+  whose hash matches, finishes incomplete ones (MERGE again), and first deletes the
+  edges of a circuit whose content changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from circuitdb import catalog
+from circuitdb.catalog import CypherStatement
+from circuitdb.attribution.circuit import Circuit
+from circuitdb.errors import InputError
+from circuitdb.graph.rows import (
+    EDGE_STATEMENTS,
+    MEMBER_STATEMENTS,
+    NODE_STATEMENTS,
+    CircuitRows,
+    circuit_rows,
+    merge_node_rows,
+)
+
+#: Optional sidecar in a circuits folder: ``{"feat:L:I": {"density": float, "top_genes": [...]}}``.
+FEATURE_STATS_FILE = "feature_stats.json"
+
+ProgressFn = Callable[[int, int, str], None]
+"""``on_progress(advance, total, status)``: rows just written, rows planned in all, a short status."""
+
+
+class GraphRunner(Protocol):
+    """What the writer and the queries need from a backend: run one statement with parameters."""
+
+    def run(self, statement: CypherStatement, params: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class ExportSummary:
+    """What an export did. ``rows`` counts rows sent per write statement (MERGEs, so a rerun sends
+    the same rows and changes nothing); ``totals`` are the graph's node/relationship counts after it."""
+
+    circuits_written: list[str] = field(default_factory=list)
+    circuits_skipped: list[str] = field(default_factory=list)
+    circuits_replaced: list[str] = field(default_factory=list)
+    files_ignored: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped_nodes: int = 0
+    skipped_edges: int = 0
+    relationships_written: int = 0
+    seconds: float = 0.0
+    totals: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "circuits": {"written": self.circuits_written, "skipped_unchanged": self.circuits_skipped,
+                         "replaced": self.circuits_replaced},
+            "files_ignored": self.files_ignored,
+            "rows": self.rows,
+            "relationships_written": self.relationships_written,
+            "skipped": {"nodes": self.skipped_nodes, "edges": self.skipped_edges},
+            "seconds": round(self.seconds, 3),
+            "totals": self.totals,
+        }
+
+
+def _is_circuit_json(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("metadata"), dict) and "circuitdb" in data["metadata"]
+
+
+def find_circuit_files(circuits_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """Circuit JSON files under a folder (recursive, sorted) and the JSON files that are not circuits."""
+    root = Path(circuits_dir)
+    if not root.is_dir():
+        raise InputError(f"circuits folder {root} does not exist; pass the folder the attribution step wrote")
+    circuits, other = [], []
+    for path in sorted(root.rglob("*.json")):
+        if path.name == FEATURE_STATS_FILE:
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path} is not readable JSON ({exc.__class__.__name__}); rebuild or remove it") from None
+        (circuits if _is_circuit_json(data) else other).append(path)
+    return circuits, other
+
+
+def load_circuits(paths: Iterable[Path]) -> list[Circuit]:
+    """Load circuit files, one line of error naming the file when one is malformed."""
+    out = []
+    for path in paths:
+        try:
+            out.append(Circuit.load(path))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path} is not a valid circuit file ({exc.__class__.__name__}: {exc}); "
+                             "rebuild it with the attribution step") from None
+    return out
+
+
+def load_feature_stats(circuits_dir: str | Path) -> dict[str, Any]:
+    path = Path(circuits_dir) / FEATURE_STATS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not readable JSON ({exc.__class__.__name__}); fix or remove it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must map feature ids to {{density, top_genes}}; fix or remove it")
+    return data
+
+
+class _Batcher:
+    def __init__(self, runner: GraphRunner, batch_size: int, total: int, on_progress: ProgressFn | None) -> None:
+        self.runner, self.batch_size, self.total, self.on_progress = runner, batch_size, total, on_progress
+        self.rows: dict[str, int] = {}
+
+    def write(self, name: str, rows: Sequence[dict[str, Any]], status: str) -> None:
+        text = catalog.load("write", name)
+        for i in range(0, len(rows), self.batch_size):
+            batch = list(rows[i:i + self.batch_size])
+            result = self.runner.run(text, {"rows": batch})
+            n = int(result[0]["n"]) if result else 0
+            if n != len(batch):
+                raise InputError(f"write/{name}: {len(batch) - n} of {len(batch)} rows found no end node "
+                                 "(shared nodes missing); rerun the export")
+            self.rows[name] = self.rows.get(name, 0) + len(batch)
+            if self.on_progress is not None:
+                self.on_progress(len(batch), self.total, status)
+
+
+def export_circuits(
+    runner: GraphRunner,
+    circuits: Sequence[Circuit],
+    *,
+    batch_size: int = 5000,
+    feature_stats: dict[str, Any] | None = None,
+    on_progress: ProgressFn | None = None,
+    purge_batch: int = 10000,
+) -> ExportSummary:
+    """Write circuits into the graph (schema applied beforehand by ``circuitdb db init``).
+
+    Parameters
+    ----------
+    runner
+        A backend with ``run(statement, params) -> list[dict]``.
+    circuits
+        The circuits to write; their ids must be distinct.
+    batch_size
+        Rows per ``UNWIND $rows`` transaction.
+    feature_stats
+        Optional dataset-wide feature annotations (see :data:`FEATURE_STATS_FILE`).
+    on_progress
+        Called after each batch with ``(rows_written, rows_total, status)``.
+
+    Returns
+    -------
+    ExportSummary
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size} must be at least 1; pass --batch-size 5000")
+    t0 = time.perf_counter()
+    summary = ExportSummary()
+    built: list[CircuitRows] = []
+    seen: set[str] = set()
+    for c in circuits:
+        rows = circuit_rows(c, feature_stats)
+        if rows.circuit_id in seen:
+            raise InputError(f"two circuit files have the same circuit id {rows.circuit_id!r}; remove the duplicate")
+        seen.add(rows.circuit_id)
+        built.append(rows)
+
+    status_text = catalog.load("write", "circuit_status")
+    stored = {r["id"]: r for r in runner.run(status_text, {"ids": [b.circuit_id for b in built]})}
+    todo: list[CircuitRows] = []
+    replace: set[str] = set()
+    for b in built:
+        s = stored.get(b.circuit_id)
+        if s is not None and s.get("complete") and s.get("content_hash") == b.content_hash:
+            summary.circuits_skipped.append(b.circuit_id)
+            continue
+        if s is not None and s.get("content_hash") != b.content_hash:
+            replace.add(b.circuit_id)
+        todo.append(b)
+
+    node_rows = merge_node_rows(todo)
+    total = sum(len(v) for v in node_rows.values()) + sum(b.n_rows() - sum(len(v) for v in b.nodes.values())
+                                                          for b in todo)
+    batcher = _Batcher(runner, batch_size, total, on_progress)
+    for name in NODE_STATEMENTS:
+        batcher.write(name, node_rows[name], f"nodes: {name}")
+
+    purge_text = catalog.load("write", "purge_circuit_edges")
+    complete_text = catalog.load("write", "circuit_complete")
+    for b in todo:
+        if b.circuit_id in replace:
+            while True:
+                res = runner.run(purge_text, {"circuit": b.circuit_id, "limit": purge_batch})
+                if not res or int(res[0]["n"]) == 0:
+                    break
+            summary.circuits_replaced.append(b.circuit_id)
+        batcher.write("circuit", [b.circuit], f"circuit {b.circuit['cell_type']}")
+        for name in MEMBER_STATEMENTS + EDGE_STATEMENTS:
+            batcher.write(name, b.members.get(name) or b.edges.get(name) or [], f"{b.circuit['cell_type']}: {name}")
+        runner.run(complete_text, {"id": b.circuit_id, "n_edges": b.n_edges(), "n_nodes": b.n_members()})
+        summary.circuits_written.append(b.circuit_id)
+        summary.skipped_nodes += b.skipped_nodes
+        summary.skipped_edges += b.skipped_edges
+
+    summary.rows = batcher.rows
+    rel_statements = set(MEMBER_STATEMENTS) | set(EDGE_STATEMENTS)
+    summary.relationships_written = sum(n for k, n in batcher.rows.items() if k in rel_statements)
+    summary.seconds = time.perf_counter() - t0
+    summary.totals = graph_totals(runner)
+    return summary
+
+
+def graph_totals(runner: GraphRunner) -> dict[str, dict[str, int]]:
+    """Nodes per label and relationships per type currently in the graph."""
+    out: dict[str, dict[str, int]] = {"nodes": {}, "relationships": {}}
+    for r in runner.run(catalog.load("library", "graph_counts"), {}):
+        out["nodes" if r["kind"] == "node" else "relationships"][r["name"]] = int(r["n"])
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def export_dir(
+    runner: GraphRunner,
+    circuits_dir: str | Path,
+    *,
+    batch_size: int = 5000,
+    on_progress: ProgressFn | None = None,
+) -> ExportSummary:
+    """Export every circuit file under ``circuits_dir`` (plus its optional feature_stats.json)."""
+    paths, other = find_circuit_files(circuits_dir)
+    if not paths:
+        raise InputError(f"no circuit files (*.json with metadata.circuitdb) under {circuits_dir}; "
+                         "run the attribution step first or pass its output folder")
+    circuits = load_circuits(paths)
+    summary = export_circuits(runner, circuits, batch_size=batch_size,
+                              feature_stats=load_feature_stats(circuits_dir), on_progress=on_progress)
+    summary.files_ignored = [str(p) for p in other]
+    return summary

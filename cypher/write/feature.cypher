@@ -1,0 +1,8 @@
+// Upsert Feature nodes; density and top_genes keep their stored value when a row has none.
+// params: $rows: [{id, layer, index, transcoder_set, density, top_genes}]
+// returns: n (rows written)
+UNWIND $rows AS r
+MERGE (f:Feature {id: r.id})
+SET f.layer = r.layer, f.index = r.index, f.transcoder_set = r.transcoder_set,
+    f.density = coalesce(r.density, f.density), f.top_genes = coalesce(r.top_genes, f.top_genes)
+RETURN count(*) AS n

@@ -1,0 +1,94 @@
+"""Graph fixtures for the graph-stage tests: one backend per kind (Neo4j, embedded), an empty graph per test.
+
+``graph`` is parametrised over both backends, so every test that uses it runs on Neo4j
+(``NEO4J_URI``; marked ``neo4j``) and on the embedded ArcadeDB default (marked ``embedded``),
+and the known-graph tests check both against the same hand-computed rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from circuitdb import catalog
+from circuitdb.catalog import CypherStatement
+from circuitdb.graph.writer import export_circuits
+
+_WIPE = CypherStatement("admin", "test_wipe", "MATCH (n) DETACH DELETE n", "tests: empty the graph", ())
+_applied: set[str] = set()
+
+
+def _open_neo4j(request: pytest.FixtureRequest) -> Any:
+    from circuitdb.graph.backend import open_backend
+
+    return open_backend(request.getfixturevalue("neo4j_settings"))
+
+
+def _open_embedded(request: pytest.FixtureRequest) -> Any:
+    from circuitdb.graph.backend import open_backend
+
+    return open_backend(request.getfixturevalue("embedded_settings"))
+
+
+def apply_schema(runner: Any) -> None:
+    for name in catalog.names("schema"):
+        runner.run(catalog.load("schema", name), {})
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("neo4j", marks=pytest.mark.neo4j),
+    pytest.param("embedded", marks=pytest.mark.embedded),
+])
+def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An open backend of each kind, with the schema applied (module scope)."""
+    opener = _open_neo4j if request.param == "neo4j" else _open_embedded
+    runner = opener(request)
+    try:
+        runner.kind = request.param
+        apply_schema(runner)
+        yield runner
+    finally:
+        runner.close()
+
+
+@pytest.fixture
+def graph(backend: Any) -> Any:
+    """The backend with an empty graph."""
+    backend.run(_WIPE, {})
+    return backend
+
+
+def wipe(runner: Any) -> None:
+    runner.run(_WIPE, {})
+
+
+def load(runner: Any, circuits: list[Any], **kwargs: Any) -> Any:
+    return export_circuits(runner, circuits, **kwargs)
+
+
+def ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def cli_env_for(settings: Any, **extra: str) -> dict[str, str]:
+    """Environment for a ``python -m circuitdb`` subprocess that uses ``settings``' backend."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
+    env["CIRCUITDB_EMBEDDED_DIR"] = str(settings.embedded_dir)
+    env["CIRCUITDB_EMBEDDED_HEAP"] = settings.embedded_heap
+    env["CIRCUITDB_EMBEDDED_IDLE_S"] = str(settings.embedded_idle_s)
+    if settings.neo4j_uri:
+        env["NEO4J_URI"] = settings.neo4j_uri
+        env["NEO4J_USERNAME"] = settings.neo4j_username
+        if settings.neo4j_password is not None:
+            env["NEO4J_PASSWORD"] = settings.neo4j_password
+        if settings.neo4j_database:
+            env["NEO4J_DATABASE"] = settings.neo4j_database
+    env.update(extra)
+    return env
+
+
+def settings_of(request: pytest.FixtureRequest, kind: str) -> Any:
+    return request.getfixturevalue("neo4j_settings" if kind == "neo4j" else "embedded_settings")

@@ -1,0 +1,176 @@
+"""Every cypher/library query on a small known graph, with hand-computed rows, on Neo4j and the embedded default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from circuitdb import catalog
+from circuitdb.queries import REGISTRY, run_rows
+from graphfix import backend, export_circuits, wipe  # noqa: F401 - fixtures
+from known_graph import circuit_id, fid, hid, known_circuits
+
+A1, B1, A2 = circuit_id("A", "D1"), circuit_id("B", "D1"), circuit_id("A", "D2")
+
+
+@pytest.fixture(scope="module")
+def known(backend: Any) -> Any:  # noqa: F811
+    wipe(backend)
+    export_circuits(backend, known_circuits(), batch_size=3)
+    return backend
+
+
+def q(runner: Any, name: str, **params: Any) -> list[dict[str, Any]]:
+    return run_rows(runner, name, params)
+
+
+def test_every_library_file_is_reachable_from_the_registry() -> None:
+    used = {q.statement for q in REGISTRY.values()} | {f"feature_neighbourhood_{k}" for k in (1, 2, 3)}
+    used |= {"diff_edges", "diff_features", "feature_exists"}
+    assert set(catalog.names("library")) <= used
+
+
+def test_circuits_lists_provenance(known: Any) -> None:
+    rows = q(known, "circuits")
+    assert [(r["cell_type"], r["dataset"]) for r in rows] == [("A", "D1"), ("A", "D2"), ("B", "D1")]
+    a1 = rows[0]
+    assert a1["id"] == A1 and a1["complete"] is True and a1["n_cells"] == 2
+    assert a1["model"] == "model:" + "m" * 16 and a1["transcoder_set"] == "tc:" + "t" * 16
+    assert a1["method"] == "mean" and a1["code_version"] == "test" and '"node": 0.8' in a1["thresholds"]
+    assert a1["n_edges"] == 7  # the error edge is not stored
+    assert [r["id"] for r in q(known, "circuits", dataset="D2")] == [A2]
+
+
+def test_top_features(known: Any) -> None:
+    rows = q(known, "top_features", cell_type="A", dataset="D1", limit=2)
+    got = [(r["feature"], round(r["influence"], 9), r["direct_weight"] and round(r["direct_weight"], 9)) for r in rows]
+    assert got == [(fid(0, 1), 0.76, 0.2), (fid(1, 3), 0.7, 0.7)]
+    third = q(known, "top_features", cell_type="A", dataset="D1", limit=5)[2]
+    assert third["feature"] == fid(0, 2) and third["direct_weight"] is None
+
+
+def test_gene_paths_above_threshold(known: Any) -> None:
+    rows = q(known, "gene_paths", cell_type="A", dataset="D1", min_weight=0.3)
+    got = [(r["gene"], r["nodes"], round(r["path_weight"], 9), r["length"]) for r in rows]
+    assert got == [
+        ("g1", ["g1", fid(0, 1), fid(1, 3), "A"], 0.504, 3),
+        ("g2", ["g2", fid(0, 2), fid(1, 3), "A"], -0.14, 3),
+    ]
+    rows = q(known, "gene_paths", cell_type="A", dataset="D1", min_weight=0.0)
+    got = [(r["gene"], len(r["nodes"]), round(r["path_weight"], 9)) for r in rows]
+    assert got == [("g1", 4, 0.504), ("g1", 3, 0.18), ("g2", 4, -0.14), ("g2", 2, 0.05)]
+
+
+def test_top_heads(known: Any) -> None:
+    rows = q(known, "top_heads", cell_type="A", dataset="D1")
+    got = [(r["head"], round(r["total_weight"], 9), round(r["direct_weight"], 9), r["n_edges"]) for r in rows]
+    assert got == [(hid(0, 0), 1.0, 0.0, 2), (hid(1, 0), 0.35, 0.35, 1), (hid(0, 1), 0.3, 0.0, 1)]
+    assert rows[0]["layer"] == 0 and rows[0]["head_index"] == 0
+
+
+def _edges(rows: list[dict[str, Any]]) -> set[tuple[str, str, str, str, float]]:
+    return {(r["type"], r["circuit"], r["source"], r["target"], round(r["weight"], 9)) for r in rows}
+
+
+def test_neighbourhood_one_hop_all_circuits(known: Any) -> None:
+    rows = q(known, "neighbourhood", feature=fid(1, 3), hops=1)
+    assert _edges(rows) == {
+        ("FEATURE_TO_FEATURE", A1, fid(0, 1), fid(1, 3), 0.8), ("FEATURE_TO_FEATURE", A1, fid(0, 2), fid(1, 3), -0.5),
+        ("FEATURE_TO_CELL_TYPE", A1, fid(1, 3), "A", 0.7), ("FEATURE_TO_FEATURE", A2, fid(0, 1), fid(1, 3), 0.8),
+        ("FEATURE_TO_CELL_TYPE", A2, fid(1, 3), "A", 0.5), ("GENE_TO_FEATURE", A2, "g2", fid(1, 3), 0.1),
+    }
+    assert {(r["source"], r["source_label"]) for r in rows if r["type"] == "GENE_TO_FEATURE"} == {("g2", "Gene")}
+    rows = q(known, "neighbourhood", feature=fid(1, 3), hops=1, circuit=A1, min_weight=0.6)
+    assert _edges(rows) == {("FEATURE_TO_FEATURE", A1, fid(0, 1), fid(1, 3), 0.8),
+                            ("FEATURE_TO_CELL_TYPE", A1, fid(1, 3), "A", 0.7)}
+
+
+def test_neighbourhood_two_and_three_hops(known: Any) -> None:
+    two = _edges(q(known, "neighbourhood", feature=fid(1, 3), hops=2, circuit=A1))
+    assert two == {
+        ("FEATURE_TO_FEATURE", A1, fid(0, 1), fid(1, 3), 0.8), ("FEATURE_TO_FEATURE", A1, fid(0, 2), fid(1, 3), -0.5),
+        ("FEATURE_TO_CELL_TYPE", A1, fid(1, 3), "A", 0.7), ("GENE_TO_FEATURE", A1, "g1", fid(0, 1), 0.9),
+        ("FEATURE_TO_CELL_TYPE", A1, fid(0, 1), "A", 0.2), ("GENE_TO_FEATURE", A1, "g2", fid(0, 2), 0.4),
+        ("GENE_TO_CELL_TYPE", A1, "g2", "A", 0.05),
+    }
+    # from f1.4 in B: 1 hop = f0.1->f1.4, g3->f1.4, f1.4->B; 2 hops add g1->f0.1, f0.1->B; 3 hops add nothing new
+    one_b = _edges(q(known, "neighbourhood", feature=fid(1, 4), hops=1, circuit=B1))
+    two_b = _edges(q(known, "neighbourhood", feature=fid(1, 4), hops=2, circuit=B1))
+    three_b = _edges(q(known, "neighbourhood", feature=fid(1, 4), hops=3, circuit=B1))
+    assert len(one_b) == 3 and len(two_b) == 5 and three_b == two_b
+
+
+def test_shared_vs_specific_features(known: Any) -> None:
+    rows = q(known, "shared_features", dataset="D1")
+    got = {r["feature"]: (r["category"], r["cell_types"], r["n_cell_types"], r["n_total"]) for r in rows}
+    assert got == {
+        fid(0, 1): ("shared", ["A", "B"], 2, 2),
+        fid(0, 2): ("specific", ["A"], 1, 2),
+        fid(1, 3): ("specific", ["A"], 1, 2),
+        fid(1, 4): ("specific", ["B"], 1, 2),
+    }
+    assert [r["feature"] for r in q(known, "shared_features", category="shared")] == [fid(0, 1)]
+
+
+def _diff(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], tuple[str, Any, Any, float]]:
+    def r9(x: Any) -> Any:
+        return None if x is None else round(x, 9)
+
+    return {(r["type"], r["source"], r["target"]): (r["status"], r9(r["weight_a"]), r9(r["weight_b"]), r9(r["delta"]))
+            for r in rows}
+
+
+def test_diff_cell_types_edges(known: Any) -> None:
+    rows = q(known, "diff_cell_types", cell_type_a="A", cell_type_b="B", dataset="D1")
+    assert _diff(rows) == {
+        ("GENE_TO_FEATURE", "g1", fid(0, 1)): ("both", 0.9, 0.5, -0.4),
+        ("FEATURE_TO_CELL_TYPE", fid(0, 1), "target"): ("both", 0.2, 0.2, 0.0),
+        ("GENE_TO_FEATURE", "g2", fid(0, 2)): ("only_a", 0.4, None, -0.4),
+        ("FEATURE_TO_FEATURE", fid(0, 1), fid(1, 3)): ("only_a", 0.8, None, -0.8),
+        ("FEATURE_TO_FEATURE", fid(0, 2), fid(1, 3)): ("only_a", -0.5, None, 0.5),
+        ("FEATURE_TO_CELL_TYPE", fid(1, 3), "target"): ("only_a", 0.7, None, -0.7),
+        ("GENE_TO_CELL_TYPE", "g2", "target"): ("only_a", 0.05, None, -0.05),
+        ("GENE_TO_FEATURE", "g3", fid(1, 4)): ("only_b", None, 0.6, 0.6),
+        ("FEATURE_TO_FEATURE", fid(0, 1), fid(1, 4)): ("only_b", None, 0.3, 0.3),
+        ("FEATURE_TO_CELL_TYPE", fid(1, 4), "target"): ("only_b", None, 0.9, 0.9),
+    }
+    assert len(rows) == 10
+    assert abs(rows[0]["delta"]) == pytest.approx(0.9)  # ordered by |delta|
+    feats = q(known, "diff_cell_types_features", cell_type_a="A", cell_type_b="B", dataset="D1")
+    got = {r["feature"]: (r["status"], r["influence_a"], r["influence_b"], round(r["delta"], 9)) for r in feats}
+    assert got == {fid(0, 1): ("both", 0.76, 0.47, -0.29), fid(0, 2): ("only_a", 0.2, None, -0.2),
+                   fid(1, 3): ("only_a", 0.7, None, -0.7), fid(1, 4): ("only_b", None, 0.9, 0.9)}
+
+
+def test_diff_datasets(known: Any) -> None:
+    rows = q(known, "diff_datasets", cell_type="A", dataset_a="D1", dataset_b="D2")
+    assert _diff(rows) == {
+        ("GENE_TO_FEATURE", "g1", fid(0, 1)): ("both", 0.9, 0.7, -0.2),
+        ("FEATURE_TO_FEATURE", fid(0, 1), fid(1, 3)): ("both", 0.8, 0.8, 0.0),
+        ("FEATURE_TO_CELL_TYPE", fid(1, 3), "target"): ("both", 0.7, 0.5, -0.2),
+        ("GENE_TO_FEATURE", "g2", fid(0, 2)): ("only_a", 0.4, None, -0.4),
+        ("FEATURE_TO_FEATURE", fid(0, 2), fid(1, 3)): ("only_a", -0.5, None, 0.5),
+        ("FEATURE_TO_CELL_TYPE", fid(0, 1), "target"): ("only_a", 0.2, None, -0.2),
+        ("GENE_TO_CELL_TYPE", "g2", "target"): ("only_a", 0.05, None, -0.05),
+        ("GENE_TO_FEATURE", "g2", fid(1, 3)): ("only_b", None, 0.1, 0.1),
+    }
+    feats = q(known, "diff_datasets_features", cell_type="A", dataset_a="D1", dataset_b="D2")
+    got = {r["feature"]: (r["status"], round(r["delta"], 9)) for r in feats}
+    assert got == {fid(0, 1): ("both", -0.36), fid(1, 3): ("both", -0.2), fid(0, 2): ("only_a", -0.2)}
+
+
+def test_gene_influence_change(known: Any) -> None:
+    rows = q(known, "gene_influence_change", cell_type="A", dataset_a="D1", dataset_b="D2")
+    got = [(r["gene"], r["influence_a"], r["influence_b"], round(r["delta"], 9)) for r in rows]
+    assert got == [("g1", 0.63, 0.28, -0.35), ("g2", 0.3, 0.05, -0.25)]
+    assert [r["gene"] for r in q(known, "gene_influence_change", cell_type="A", dataset_a="D1",
+                                 dataset_b="D2", limit=1)] == ["g1"]
+
+
+def test_graph_counts(known: Any) -> None:
+    rows = {(r["kind"], r["name"]): r["n"] for r in q(known, "graph_counts")}
+    assert rows[("node", "Feature")] == 4 and rows[("node", "Gene")] == 3 and rows[("node", "Circuit")] == 3
+    assert rows[("node", "AttentionHead")] == 3 and rows[("node", "CellType")] == 2
+    assert rows[("relationship", "GENE_TO_FEATURE")] == 2 + 2 + 2
+    assert rows[("relationship", "HEAD_CARRIES")] == 4 + 2  # A/D1: 2 on g1, 1 on g2, 1 on f1.3 -> A; B/D1: 2
