@@ -1,0 +1,99 @@
+"""``circuitdb grn import|link`` end to end (subprocess, embedded backend) and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "circuitdb", "--hide-progress", *args], capture_output=True, text=True,
+                          env=env, timeout=180)
+
+
+def _isolated_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
+    env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
+    return env
+
+
+def _h5ad(path: Path, genes: list[str]) -> Path:
+    rng = np.random.default_rng(0)
+    ad = anndata.AnnData(X=rng.random((6, len(genes))).astype(np.float32), var=pd.DataFrame(index=genes))
+    ad.write_h5ad(path)
+    return path
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    return lines[0]
+
+
+def test_unknown_columns_exit_2_nothing_written(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"regulator": ["SPI1"], "gene": ["CD14"]}).to_csv(bad, index=False)
+    env = _isolated_env(tmp_path)
+    msg = _one_line_error(_run(["grn", "import", str(bad), "--name", "x"], env))
+    assert "found [regulator, gene]" in msg and "expected" in msg and "source, target" in msg
+    assert not (tmp_path / "db").exists()  # no backend was even started
+
+
+def test_no_gene_matches_exit_2_gives_rate_and_examples(tmp_path: Path) -> None:
+    grn = tmp_path / "mouse.csv"
+    pd.DataFrame({"source": ["Spi1x"], "target": ["Cd14x"], "weight": [1.0]}).to_csv(grn, index=False)
+    data = _h5ad(tmp_path / "d.h5ad", ["CD3E", "MS4A1"])
+    msg = _one_line_error(_run(["grn", "import", str(grn), "--name", "x", "--data", str(data)], _isolated_env(tmp_path)))
+    assert "match rate 0.0" in msg and "'CD14X'" in msg and "'CD3E'" in msg
+    assert not (tmp_path / "db").exists()
+
+
+def test_missing_file_and_bad_format(tmp_path: Path) -> None:
+    env = _isolated_env(tmp_path)
+    assert "not found" in _one_line_error(_run(["grn", "import", str(tmp_path / "nope.csv"), "--name", "x"], env))
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet")
+    assert "cannot read GRN table" in _one_line_error(_run(["grn", "import", str(junk), "--name", "x"], env))
+
+
+@pytest.mark.embedded
+def test_import_twice_same_counts_and_link(tmp_path: Path, embedded_settings: Any) -> None:
+    try:
+        from tests.conftest import cli_env
+    except ImportError:  # pragma: no cover
+        from conftest import cli_env  # type: ignore[no-redef]
+    from circuitdb.graph.backend import open_backend
+
+    env = cli_env(embedded_settings)
+    with open_backend(embedded_settings) as g:
+        g.run("admin/delete_all")
+    grn = tmp_path / "collectri.tsv"
+    pd.DataFrame({"source": ["spi1", "SPI1", "PAX5", "FOXP3"], "target": ["CD14", "LYZ", "MS4A1", "IL2RA"],
+                  "mor": [1, 1, -1, 1]}).to_csv(grn, sep="\t", index=False)
+    data = _h5ad(tmp_path / "d.h5ad", ["CD14", "LYZ", "MS4A1", "SPI1", "CD3E"])
+    first = _run(["grn", "import", str(grn), "--name", "collectri", "--data", str(data), "--json"], env)
+    assert first.returncode == 0, first.stderr
+    s1 = json.loads(first.stdout)
+    assert s1["n_edges"] == 4 and s1["n_tfs"] == 3 and s1["match_rate"] == pytest.approx(4 / 7)
+    assert s1["rows"] == {"grn": 1, "gene": 7, "regulates": 4}
+    counts1 = _run(["query", "graph_counts", "--json"], env)
+    second = _run(["grn", "import", str(grn), "--name", "collectri", "--data", str(data), "--json"], env)
+    assert second.returncode == 0 and json.loads(second.stdout)["skipped_unchanged"] is True
+    counts2 = _run(["query", "graph_counts", "--json"], env)
+    assert counts1.returncode == 0 and counts1.stdout == counts2.stdout
+    assert {"kind": "relationship", "name": "REGULATES", "n": 4} in json.loads(counts1.stdout)
+    text = _run(["grn", "import", str(grn), "--name", "collectri", "--data", str(data)], env)
+    assert text.returncode == 0 and "4 of 7 GRN genes (57.1%)" in " ".join(text.stderr.split())
+    link = _run(["grn", "link", "--cell-type", "nowhere", "--json"], env)
+    assert link.returncode == 2 and "no circuit for cell type 'nowhere'" in link.stderr
