@@ -23,6 +23,7 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
     env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 
@@ -75,7 +76,7 @@ def test_import_twice_same_counts_and_link(tmp_path: Path, embedded_settings: An
         from conftest import cli_env  # type: ignore[no-redef]
     from circuitdb.graph.backend import open_backend
 
-    env = cli_env(embedded_settings)
+    env = cli_env(embedded_settings, OMP_NUM_THREADS="1")
     with open_backend(embedded_settings) as g:
         g.run("admin/delete_all")
     grn = tmp_path / "collectri.tsv"

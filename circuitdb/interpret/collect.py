@@ -92,10 +92,14 @@ def collect_feature_stats(
                 gidx.append(gene_index[s.gene])
             gidx_arr = np.asarray(gidx)
             count[gidx_arr] += 1
+            # every span's token positions, padded by repeating its last token (the max is unchanged)
+            width = max((s.end - s.start for s in spans), default=1)
+            pos = torch.as_tensor([[min(s.start + k, s.end - 1) for k in range(width)] for s in spans] or [[0]],
+                                  dtype=torch.long, device=device)[: len(spans)]
             for j, l in enumerate(layers):
                 tc = transcoders[l]
                 acts = tc.encode(captured[l][0].to(tc.W_enc.dtype))[:, keep_t[l]]  # (T, F_l)
-                per_gene = torch.stack([acts[s.start : s.end].max(dim=0).values for s in spans]).float().cpu().numpy()  # (G_c, F_l)
+                per_gene = acts[pos].amax(dim=1).float().cpu().numpy()  # (G_c, F_l): max over each gene's token span
                 lo, hi = offsets[j], offsets[j + 1]
                 np.add.at(mass[lo:hi].T, gidx_arr, per_gene)
                 cell_values[c, lo:hi] = per_gene.max(axis=0) if len(per_gene) else 0.0

@@ -69,20 +69,29 @@ def read_gmt(path: str | Path) -> GeneSetLibrary:
     return GeneSetLibrary(path.stem, sets)
 
 
-def marker_sets(adata, label_key: str, *, n_genes: int = 50, layer: str = "raw", min_logfc: float = 0.5) -> GeneSetLibrary:  # type: ignore[no-untyped-def]
+def marker_sets(adata, label_key: str, *, n_genes: int = 50, layer: str = "raw", min_logfc: float = 0.5,  # type: ignore[no-untyped-def]
+                min_cells: int = 3) -> GeneSetLibrary:
     """Marker genes per label from the dataset itself (scanpy ``rank_genes_groups``, Wilcoxon).
 
     Keeps, per label, up to ``n_genes`` genes with adjusted p < 0.05 and log fold-change >= ``min_logfc``.
+    Labels with fewer than ``min_cells`` cells get no marker set (no test is possible); cells
+    without a label are left out.
     """
     import scanpy as sc
 
     if label_key not in adata.obs.columns:
         raise InputError(f"no obs column {label_key!r}; columns: {', '.join(map(str, adata.obs.columns))}")
-    ad = adata.raw.to_adata() if layer == "raw" and adata.raw is not None else adata.copy()
-    ad.obs[label_key] = adata.obs[label_key].astype(str).astype("category").values
-    sc.tl.rank_genes_groups(ad, label_key, method="wilcoxon", n_genes=min(ad.n_vars, max(n_genes * 4, 200)), use_raw=False)
+    ad = adata.raw.to_adata() if layer == "raw" and adata.raw is not None else adata.to_memory() if adata.isbacked else adata.copy()
+    labels = adata.obs[label_key]
+    ad.obs[label_key] = labels.astype(str).where(labels.notna(), None).astype("category").values
+    counts = ad.obs[label_key].value_counts()
+    groups = sorted(str(g) for g, n in counts.items() if n >= min_cells)
+    if len(groups) < 2:
+        raise InputError(f"obs column {label_key!r} has fewer than 2 labels with >= {min_cells} cells; marker sets need at least two")
+    sc.tl.rank_genes_groups(ad, label_key, groups=groups, reference="rest", method="wilcoxon",
+                            n_genes=min(ad.n_vars, max(n_genes * 4, 200)), use_raw=False)
     sets: dict[str, frozenset[str]] = {}
-    for label in ad.obs[label_key].cat.categories:
+    for label in groups:
         df = sc.get.rank_genes_groups_df(ad, group=label)
         df = df[(df["pvals_adj"] < 0.05) & (df["logfoldchanges"] >= min_logfc)].head(n_genes)
         sets[str(label)] = frozenset(str(g).upper() for g in df["names"])
