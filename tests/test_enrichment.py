@@ -96,3 +96,26 @@ def test_gmt_reading_and_errors(tmp_path):
 def test_regulon_sets_min_size():
     lib = regulon_sets({"SPI1": ["a", "b", "c", "d", "e"], "PAX5": ["x"]})
     assert set(lib.sets) == {"SPI1"} and "A" in lib.sets["SPI1"]
+
+
+def test_vectorised_enrich_equals_a_per_test_scipy_loop():
+    from scipy import stats as st
+    from statsmodels.stats.multitest import multipletests
+
+    from circuitdb.interpret.enrichment import GeneSetLibrary, enrich
+
+    rng = np.random.default_rng(5)
+    universe = [f"G{i}" for i in range(300)]
+    lib = GeneSetLibrary("lib", {f"S{j}": frozenset(rng.choice(universe, size=int(rng.integers(3, 40)), replace=False)) for j in range(12)})
+    tops = {f"f{i}": list(rng.choice(universe, size=20, replace=False)) + ["NOT_IN_UNIVERSE"] for i in range(30)}
+    df = enrich(tops, [lib], universe)
+    rows = []
+    for f, genes in tops.items():
+        qset = set(genes) & set(universe)
+        for term, members in lib.sets.items():
+            ov = qset & members
+            rows.append((f, term, len(ov), st.hypergeom.sf(len(ov) - 1, len(universe), len(members), len(qset)), ";".join(sorted(ov))))
+    assert list(zip(df["feature"], df["term"], df["overlap"], df["genes"])) == [(r[0], r[1], r[2], r[4]) for r in rows]
+    p = np.array([r[3] for r in rows])
+    np.testing.assert_allclose(df["p"], p, rtol=1e-10)
+    np.testing.assert_allclose(df["q"], multipletests(p, method="fdr_bh")[1], rtol=1e-10)

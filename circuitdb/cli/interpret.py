@@ -81,13 +81,15 @@ def _write_outputs(out: Path, interp: Any, summary: dict[str, Any]) -> list[Path
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the sampling and of the control.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for interpretation.{parquet,csv}, enrichment.parquet and summary.json.")
+@click.option("--random-control", is_flag=True,
+              help="Also interpret as many random encoder directions (same norms and biases): a representation baseline.")
 @click.option("--no-graph", is_flag=True, help="Do not write labels and ENRICHED_FOR edges into the graph.")
 @click.option("--json", "as_json", is_flag=True, help="Print {n_features, interpretable_fraction, control_fraction, ...}.")
 @click.pass_context
 def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, label_key: str, gmt_files: tuple[Path, ...],
               grn_file: Path | None, grn_format: str | None, grn_name: str | None, n_features: int, layers_text: str,
               which_cells: str, max_cells: int | None, top_k: int | None, symbol_key: str | None, seed: int,
-              out_dir: Path | None, no_graph: bool, as_json: bool) -> None:
+              out_dir: Path | None, random_control: bool, no_graph: bool, as_json: bool) -> None:
     """Interpret transcoder features on DATA: where they fire, what their top genes are enriched for
     (dataset markers, GRN regulons, GMT sets; hypergeometric, BH across all tests), cell-type
     specificity, and the fraction that is gene-level interpretable against a shuffled control."""
@@ -115,8 +117,8 @@ def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, lab
     if label_key not in adata.obs.columns:
         raise InputError(f"--label-key {label_key!r} is not an obs column of {data}; columns: {', '.join(map(str, adata.obs.columns))}")
     from circuitdb.interpret.run import (
-        active_features, build_libraries, choose_cells, feature_ids, load_transcoder_dir, sample_features, subset_stats,
-        transcoder_hash,
+        active_features, build_libraries, choose_cells, feature_ids, load_transcoder_dir, random_direction_transcoders,
+        sample_features, subset_stats, transcoder_hash,
     )
 
     meta_path = model_dir / "circuitdb.json"
@@ -185,6 +187,18 @@ def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, lab
             "library_sources": libs.sources, "n_tests": int(len(interp.enrichment)),
             "n_cell_type_specific": int(interp.table["cell_type_specific"].sum()),
         }
+        if random_control:
+            rand_tcs = random_direction_transcoders(transcoders, seed)
+            with progress() as bar:
+                task = bar.add_task("random-direction control", total=len(cells))
+                with torch.inference_mode():
+                    rstats_all = collect_feature_stats(loaded.model, loaded.tokenizer, rand_tcs, cells, organism=opts.organism,
+                                                       on_cell=lambda _c: bar.advance(task))
+            ractive = active_features(rstats_all)
+            rstats = subset_stats(rstats_all, sample_features(ractive, len(ids), seed))
+            rinterp = interpret_features(rstats, libs.libraries, control_seed=None)
+            summary["random_directions_fraction"] = rinterp.interpretable_fraction
+            summary["random_directions_n"] = rinterp.n_features
         store = None
         if not no_graph:
             from circuitdb.graph.schema import apply_schema
@@ -206,6 +220,8 @@ def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, lab
     info(f"{summary['n_features']} feature(s) over {len(cells)} cells: gene-level interpretable "
          f"{summary['interpretable_fraction']:.1%} (shuffled control {ctl:.1%}; criteria q < {interp.criteria.q}, "
          f"odds >= {interp.criteria.min_odds}, overlap >= {interp.criteria.min_overlap})")
+    if "random_directions_fraction" in summary:
+        info(f"random encoder directions: {summary['random_directions_fraction']:.1%} of {summary['random_directions_n']}")
     from rich.markup import escape
     from rich.table import Table
 

@@ -140,29 +140,58 @@ def enrich(
         One row per (feature, library, term) with ``overlap, query_size, set_size,
         universe, odds, p, q`` and ``genes`` (the overlapping genes, ';'-joined).
     """
-    uni = {str(g).upper() for g in universe}
+    from scipy import sparse
+
+    uni = sorted({str(g).upper() for g in universe})
     if not uni:
         raise InputError("empty gene universe; the model saw no genes")
-    libs = [lib.restricted(uni, min_set_size) for lib in libraries]
-    rows: list[tuple] = []
+    col = {g: i for i, g in enumerate(uni)}
+    libs = [lib.restricted(set(uni), min_set_size) for lib in libraries]
+    # query indicator (features x genes) and set indicator (genes x sets): overlaps are one sparse product
+    feats, qrows, qcols = [], [], []
     for feat, genes in top_genes.items():
-        q = {str(g).upper() for g in genes} & uni
-        if not q:
+        idx = sorted({col[g] for g in (str(x).upper() for x in genes) if g in col})
+        if not idx:
             continue
-        for lib in libs:
-            for term, members in lib.sets.items():
-                ov = q & members
-                rows.append((feat, lib.name, term, len(ov), len(q), len(members), ";".join(sorted(ov))))
-    cols = ["feature", "library", "term", "overlap", "query_size", "set_size", "genes"]
-    df = pd.DataFrame(rows, columns=cols)
-    if df.empty:
-        return df.assign(universe=len(uni), odds=[], p=[], q=[])
-    p, odds = hypergeom(df["overlap"].to_numpy(), df["query_size"].to_numpy(), df["set_size"].to_numpy(), len(uni))
+        qrows.extend([len(feats)] * len(idx))
+        qcols.extend(idx)
+        feats.append(feat)
+    terms = [(lib.name, term, members) for lib in libs for term, members in lib.sets.items()]
+    cols = ["feature", "library", "term", "overlap", "query_size", "set_size", "genes", "universe", "odds", "p", "q"]
+    if not feats or not terms:
+        return pd.DataFrame({c: [] for c in cols})
+    q = sparse.csr_matrix((np.ones(len(qrows), dtype=np.int32), (qrows, qcols)), shape=(len(feats), len(uni)))
+    srows = [col[g] for _, _, m in terms for g in sorted(m)]
+    scols = [j for j, (_, _, m) in enumerate(terms) for _ in m]
+    st = sparse.csc_matrix((np.ones(len(srows), dtype=np.int32), (srows, scols)), shape=(len(uni), len(terms)))
+    overlap = (q @ st).toarray()  # (F, S)
+    nf, ns = overlap.shape
+    query_size = np.asarray(q.sum(axis=1)).ravel()
+    set_size = np.asarray(st.sum(axis=0)).ravel()
+    ov = overlap.ravel()
+    qs = np.repeat(query_size, ns)
+    ss = np.tile(set_size, nf)
+    p, odds = hypergeom(ov, qs, ss, len(uni))
+    df = pd.DataFrame({
+        "feature": np.repeat(np.asarray(feats, dtype=object), ns),
+        "library": np.tile(np.asarray([t[0] for t in terms], dtype=object), nf),
+        "term": np.tile(np.asarray([t[1] for t in terms], dtype=object), nf),
+        "overlap": ov.astype(np.int64), "query_size": qs.astype(np.int64), "set_size": ss.astype(np.int64),
+    })
+    # overlapping genes, only where there is an overlap (the rest stay "")
+    genes_col = np.full(len(df), "", dtype=object)
+    hit_f, hit_s = np.nonzero(overlap)
+    if len(hit_f):
+        qsets = [set(q.indices[q.indptr[i]:q.indptr[i + 1]].tolist()) for i in range(nf)]
+        tsets = [{col[x] for x in m} for _, _, m in terms]
+        for f, j in zip(hit_f.tolist(), hit_s.tolist()):
+            genes_col[f * ns + j] = ";".join(sorted(uni[g] for g in qsets[f] & tsets[j]))
+    df["genes"] = genes_col
     df["universe"] = len(uni)
     df["odds"] = odds
     df["p"] = p
     df["q"] = multipletests(p, method="fdr_bh")[1]
-    return df
+    return df[cols]
 
 
 def interpretable(enrichment: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFrame:

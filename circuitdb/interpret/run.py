@@ -192,3 +192,28 @@ def subset_stats(stats: FeatureStats, chosen: Mapping[int, np.ndarray]) -> Featu
 
 
 ProgressFn = Callable[[int], None]
+
+
+def random_direction_transcoders(transcoders: Mapping[int, Transcoder], seed: int = 0) -> dict[int, Transcoder]:
+    """A control set: every encoder direction replaced by a random Gaussian one of the same norm.
+
+    Biases, thresholds and the activation (relu/topk/jumprelu) are kept, so the controls fire on
+    the same inputs with a comparable sparsity; what they lack is a learned direction. Since the
+    model's residual stream encodes gene identity, random directions may still look
+    gene-specific: their interpretable fraction is a baseline of the representation, not the FDR.
+    """
+    import copy
+
+    import torch
+
+    gen = torch.Generator().manual_seed(int(seed))
+    out: dict[int, Transcoder] = {}
+    for layer in sorted(transcoders):
+        tc = copy.deepcopy(transcoders[layer])
+        with torch.no_grad():
+            w = tc.W_enc
+            r = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w.dtype)
+            r = r / r.norm(dim=0, keepdim=True).clamp_min(1e-12) * w.norm(dim=0, keepdim=True)
+            w.copy_(r)
+        out[layer] = tc
+    return out
