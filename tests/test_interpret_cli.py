@@ -87,6 +87,7 @@ def test_bad_gmt_exit_2_nothing_written(tiny: dict[str, Path], tmp_path: Path) -
 
 
 @pytest.mark.embedded
+@pytest.mark.slow
 def test_interpret_writes_tables_and_graph(tiny: dict[str, Path], tmp_path: Path, embedded_settings: Any) -> None:
     try:
         from tests.conftest import cli_env
@@ -103,14 +104,14 @@ def test_interpret_writes_tables_and_graph(tiny: dict[str, Path], tmp_path: Path
                   "weight": [1.0] * 6}).to_csv(grn, index=False)
     args = ["interpret", str(tiny["data"]), "--model", str(tiny["model"]), "--transcoders", str(tiny["tc"]),
             "--label-key", "bulk_labels", "--gene-sets", str(tiny["gmt"]), "--grn", str(grn), "--n-features", "40",
-            "--seed", "3", "--out", str(tmp_path / "out"), "--json"]
+            "--max-cells", "60", "--seed", "3", "--out", str(tmp_path / "out"), "--json"]
     proc = _run(args, env)
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
     assert s["n_features"] == 40 and sum(s["features_per_layer"].values()) == 40
     assert set(s["features_per_layer"]) == {"0", "1"} and abs(s["features_per_layer"]["0"] - s["features_per_layer"]["1"]) <= 0
     assert 0.0 <= s["interpretable_fraction"] <= 1.0 and 0.0 <= s["control_fraction"] <= 1.0
-    assert s["libraries"] == ["markers", "regulons", "sets"] and s["n_cells"] == 120
+    assert s["libraries"] == ["markers", "regulons", "sets"] and s["n_cells"] == 60
     table = pd.read_parquet(tmp_path / "out" / "interpretation.parquet")
     assert len(table) == 40 and table["feature_id"].str.match(r"^[0-9a-f]{16}:[01]:\d+$").all()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_features"] == 40
