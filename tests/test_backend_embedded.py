@@ -14,7 +14,7 @@ from circuitdb.graph import arcade
 from circuitdb.graph.backend import open_backend
 from circuitdb.graph.example import B_CELL, MONOCYTE, circuit_id, example_graph, load_example
 from circuitdb.graph.schema import apply_schema, schema_statements
-from tests.conftest import cli_env, embedded_settings_for, run_cli
+from backend_helpers import cli_env, embedded_settings_for, run_cli
 
 pytestmark = pytest.mark.embedded
 
@@ -30,6 +30,15 @@ def test_ping_names_arcadedb_agent_and_version(embedded_settings):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["backend"] == "arcadedb" and out["uri"] == info.uri  # the CLI reused the running server
+    # the --embedded-dir option wins over the environment
+    other = cli_env(embedded_settings_for(embedded_settings.embedded_dir / "not-this-one"))
+    r2 = run_cli(["--embedded-dir", str(embedded_settings.embedded_dir), "db", "ping", "--json"], other)
+    assert r2.returncode == 0 and json.loads(r2.stdout)["uri"] == info.uri, r2.stderr
+    assert not (embedded_settings.embedded_dir / "not-this-one").exists()
+    password = arcade.credentials(embedded_settings.embedded_dir)[1]
+    assert password not in r.stdout + r.stderr
+    assert password not in (embedded_settings.embedded_dir / "server.log").read_text()
+    assert (embedded_settings.embedded_dir / "credentials.json").stat().st_mode & 0o077 == 0  # owner only
 
 
 def test_db_init_twice_is_idempotent(embedded_settings):
@@ -37,14 +46,14 @@ def test_db_init_twice_is_idempotent(embedded_settings):
     first = run_cli(["db", "init", "--json"], env)
     second = run_cli(["db", "init", "--json"], env)
     assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
-    names = {name for name, _, _ in schema_statements()}
+    names = {s.name for s in schema_statements()}
     again = json.loads(second.stdout)
     assert again["created"] == 0 and {i["name"] for i in again["items"]} == names
     with open_backend(embedded_settings) as graph:
         constraints = [row["name"] for row in graph.run("admin/show_constraints") if row["type"] == "UNIQUENESS"]
         indexes = [row["name"] for row in graph.run("admin/show_indexes")]
     assert len(constraints) == len(set(constraints))  # no duplicates
-    wanted = {name for name, kind, _ in schema_statements() if kind == "constraint"}
+    wanted = {s.name for s in schema_statements() if s.kind == "constraint"}
     assert wanted <= set(constraints)
     assert "drives_circuit" in indexes
 
@@ -131,10 +140,20 @@ def test_data_persists_across_server_restart_and_crash(tmp_path):
         deadline = time.monotonic() + 10
         while arcade.read_state(settings.embedded_dir) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
+        # and lost credentials (the fix the corrupt-credentials error suggests): new password, same data
+        (settings.embedded_dir / "credentials.json").unlink()
         with open_backend(settings) as graph:
             assert graph.run("admin/count_graph")[0]["nodes"] == example_graph().n_nodes
             info = graph.ping()
         assert info.backend == "arcadedb"
+
+        # lost while a server runs: that server is replaced, not left with a password nobody knows
+        third = arcade.read_state(settings.embedded_dir)
+        (settings.embedded_dir / "credentials.json").unlink()
+        with open_backend(settings) as graph:
+            assert graph.run("admin/count_graph")[0]["nodes"] == example_graph().n_nodes
+        fourth = arcade.read_state(settings.embedded_dir)
+        assert third is not None and fourth is not None and fourth.pid != third.pid
     finally:
         arcade.stop_server(settings.embedded_dir)
     assert arcade.read_state(settings.embedded_dir) is None

@@ -62,15 +62,20 @@ class LazyGroup(click.Group):
 @click.option("--hide-progress", is_flag=True, help="No progress bars.")
 @click.option("--neo4j-uri", envvar="NEO4J_URI", default=None, metavar="URI",
               help="Neo4j Bolt URI (env NEO4J_URI). Without one, the embedded ArcadeDB default is used.")
+@click.option("--embedded-dir", envvar="CIRCUITDB_EMBEDDED_DIR", default=None, metavar="DIR",
+              type=click.Path(file_okay=False), help="Data directory of the embedded graph (env CIRCUITDB_EMBEDDED_DIR; "
+              "default $CIRCUITDB_HOME/embedded or ~/.local/share/circuitdb/embedded).")
 @click.version_option(__version__, prog_name="circuitdb")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, hide_progress: bool, neo4j_uri: str | None) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, hide_progress: bool, neo4j_uri: str | None,
+        embedded_dir: str | None) -> None:
     """circuitdb: trace single-cell foundation models (cell2sentence) through
     transcoders and query their circuits as a graph."""
     set_verbosity(-1 if quiet else verbose)
     set_hide_progress(hide_progress)
     ctx.ensure_object(dict)
     ctx.obj["neo4j_uri"] = neo4j_uri
+    ctx.obj["embedded_dir"] = embedded_dir
 
 
 def main(argv: list[str] | None = None) -> None:

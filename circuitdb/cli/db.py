@@ -9,18 +9,20 @@ from __future__ import annotations
 import click
 
 from circuitdb.cli.console import console, emit_json, info
+from circuitdb.cli.db_local import down, status, up
 from circuitdb.config import Settings
 
 
 def settings_from_ctx(ctx: click.Context) -> Settings:
-    """Settings from the environment plus the root group's ``--neo4j-uri``."""
+    """Settings from the environment plus the root group's ``--neo4j-uri`` and ``--embedded-dir``."""
     obj = ctx.find_root().obj or {}
-    return Settings.from_env(neo4j_uri=obj.get("neo4j_uri"))
+    return Settings.from_env(neo4j_uri=obj.get("neo4j_uri"), embedded_dir=obj.get("embedded_dir"))
 
 
 @click.group()
 def db() -> None:
-    """The graph backend: Neo4j at --neo4j-uri / NEO4J_URI, else the embedded ArcadeDB."""
+    """The graph backend: Neo4j at --neo4j-uri / NEO4J_URI, else the embedded ArcadeDB;
+    and a local Neo4j without Docker (up --local / down / status)."""
 
 
 @db.command()
@@ -35,11 +37,12 @@ def ping(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(server.as_dict())
         return
-    info(f"backend  [bold]{server.backend}[/bold]")
-    info(f"uri      {server.uri}")
-    info(f"agent    {server.agent}")
-    info(f"version  {server.version}")
-    info(f"database {server.database or '(server default)'}")
+    # the result itself, so it shows under -q too
+    console.print(f"backend  [bold]{server.backend}[/bold]")
+    console.print(f"uri      {server.uri}")
+    console.print(f"agent    {server.agent}")
+    console.print(f"version  {server.version}")
+    console.print(f"database {server.database or '(server default)'}")
 
 
 @db.command()
@@ -55,19 +58,22 @@ def init(ctx: click.Context, as_json: bool) -> None:
     with open_backend(settings_from_ctx(ctx)) as graph:
         items = apply_schema(graph)
         where = f"{graph.backend} at {graph.uri}"
-    created = sum(item.created for item in items)
+    counts = {status: sum(item.status == status for item in items) for status in ("created", "exists", "skipped")}
     if as_json:
-        emit_json({"backend": where, "created": created, "existing": len(items) - created,
-                   "items": [item.__dict__ for item in items]})
+        emit_json({"backend": where, "created": counts["created"], "existing": counts["exists"],
+                   "skipped": counts["skipped"], "items": [item.__dict__ for item in items]})
         return
     table = Table(title=f"schema on {where}")
     for column in ("name", "kind", "status"):
         table.add_column(column)
+    styles = {"created": "[green]created[/green]", "exists": "exists",
+              "skipped": "[yellow]skipped (unsupported here)[/yellow]"}
     for item in items:
-        table.add_row(item.name, item.kind, "[green]created[/green]" if item.created else "exists")
+        table.add_row(item.name, item.kind, styles[item.status])
     if items:
         console.print(table)
-    info(f"schema: {created} created, {len(items) - created} already present")
+    info(f"schema: {counts['created']} created, {counts['exists']} already present"
+         + (f", {counts['skipped']} skipped (unsupported on {graph.backend})" if counts["skipped"] else ""))
 
 
 # -- for `db down --embedded` / `db status` (the local-Neo4j commands live in circuitdb.cli.db_local) --
@@ -93,3 +99,8 @@ def embedded_status(settings: Settings) -> dict:
         out.update(uri=state.uri, pid=state.pid, version=state.version, database=state.database,
                    idle_timeout_s=state.idle_timeout_s)
     return out
+
+
+db.add_command(up)
+db.add_command(down)
+db.add_command(status)

@@ -45,9 +45,9 @@ def step_init_schema(run: DemoRun) -> None:
     from circuitdb.graph.schema import apply_schema
 
     items = apply_schema(run.graph)
-    created = sum(item.created for item in items)
-    run.results["schema"] = {"created": created, "existing": len(items) - created}
-    info(f"schema: {created} created, {len(items) - created} already present")
+    counts = {status: sum(item.status == status for item in items) for status in ("created", "exists", "skipped")}
+    run.results["schema"] = {"created": counts["created"], "existing": counts["exists"], "skipped": counts["skipped"]}
+    info(f"schema: {counts['created']} created, {counts['exists']} already present")
 
 
 def step_load_example(run: DemoRun) -> None:

@@ -21,6 +21,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from circuitdb.graph.arcade_server import (
     LAST_USED_FILE,
     LOG_FILE,
     MODULE,
+    ROOT_DIR,
     STATE_FILE,
     write_json_atomic,
 )
@@ -63,11 +65,15 @@ class EmbeddedServer:
         return f"bolt://{self.host}:{self.bolt_port}"
 
 
-def credentials(data_dir: Path) -> tuple[str, str]:
+def credentials(data_dir: Path, *, create: bool = True) -> tuple[str, str]:
     """The root user and password of this data dir, created (mode 0600) on first use."""
     path = Path(data_dir) / CREDENTIALS_FILE
-    if not path.exists():
+    if not path.exists() and create:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # ArcadeDB takes the root password only when it creates its users file; a new password
+        # needs a new users file (the databases are untouched).
+        with contextlib.suppress(FileNotFoundError):
+            (Path(data_dir) / ROOT_DIR / "config" / "server-users.jsonl").unlink()
         write_json_atomic(path, {"user": ROOT_USER, "password": secrets.token_urlsafe(24)}, mode=0o600)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -119,7 +125,10 @@ def read_state(data_dir: Path) -> EmbeddedServer | None:
     data_dir = Path(data_dir)
     try:
         raw = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
-        user, password = credentials(data_dir)
+        if (data_dir / CREDENTIALS_FILE).exists():
+            user, password = credentials(data_dir, create=False)
+        else:  # lost: the server runs with a password nobody knows (ensure_server replaces it)
+            user, password = ROOT_USER, ""
         state = EmbeddedServer(
             data_dir=data_dir,
             pid=int(raw["pid"]),
@@ -183,11 +192,22 @@ def ensure_server(
     """
     data_dir = Path(data_dir).expanduser().resolve()
     with _locked(data_dir):
+        if not (data_dir / CREDENTIALS_FILE).exists():
+            _stop_orphan(data_dir)  # a server still running with credentials nobody knows any more
         state = read_state(data_dir)
         if state is None:
             state = _start(data_dir, heap=heap, idle_s=idle_s, timeout_s=timeout_s, poll_s=poll_s)
     touch(data_dir)
     return state
+
+
+def _stop_orphan(data_dir: Path) -> None:
+    try:
+        pid = int(json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if _pid_alive(pid):
+        _terminate(pid, timeout_s=30.0)
 
 
 def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s: float) -> EmbeddedServer:
@@ -208,7 +228,10 @@ def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     try:
-        pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        try:
+            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        except NotImplementedError:  # no POSIX_SPAWN_SETSID on this platform
+            pid = _popen_detached(argv, log_path)
     except OSError as exc:
         raise BackendUnavailable(f"cannot start the embedded graph server: {exc}; check that {data_dir} is writable") from None
     deadline = time.monotonic() + timeout_s
@@ -228,6 +251,18 @@ def _start(data_dir: Path, *, heap: str, idle_s: float, timeout_s: float, poll_s
     raise BackendUnavailable(
         f"the embedded graph server did not come up within {timeout_s:.0f}s; see {log_path}, or use a Neo4j server via --neo4j-uri"
     )
+
+
+#: Popen handles of servers started by the fallback path, kept so they are never collected while running.
+_DETACHED: list[subprocess.Popen] = []
+
+
+def _popen_detached(argv: list[str], log_path: Path) -> int:
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _DETACHED.append(proc)
+    return proc.pid
 
 
 def _log_hint(log_path: Path) -> str:

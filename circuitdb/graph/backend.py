@@ -85,10 +85,16 @@ def resolve(statement: CypherStatement | str) -> CypherStatement:
     return load(section or "library", name)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
     """Parameter values the driver can send: numpy scalars/arrays, tuples and paths become plain Python."""
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if (type(value) is list and value and type(value[0]) is dict
+            and all(type(row) is dict and all(type(v) in _SCALARS for v in row.values()) for row in value)):
+        return value  # fast path: rows of plain scalars (the common batch) go as they are
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -329,6 +335,11 @@ def translate_error(
         return exc
     message = scrub(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
     code = getattr(exc, "code", None) or ""
+    if (isinstance(exc, neo4j_exc.AuthError) or code.startswith("Neo.ClientError.Security")) and embedded_dir:
+        return BackendUnavailable(
+            f"the embedded graph server at {uri} refused its stored credentials ({message}); stop it "
+            f"(circuitdb db down --embedded, or kill the pid in {embedded_dir / 'server.json'}) and rerun"
+        )
     if isinstance(exc, neo4j_exc.AuthError) or code.startswith("Neo.ClientError.Security"):
         return BackendUnavailable(
             f"authentication failed at {uri} for user {user!r} ({message}); "
@@ -379,6 +390,9 @@ def open_backend(settings: Settings | None = None, *, verify: bool = True) -> Gr
         "max_transaction_retry_time": settings.retry_s,
         "connection_acquisition_timeout": max(settings.connect_timeout_s * 2, 10.0),
         "user_agent": f"circuitdb/{__version__}",
+        # Server notifications (e.g. "label does not exist") would reach stderr through the driver's
+        # logger and break one-line output; queries are checked by tests instead.
+        "notifications_min_severity": "OFF",
     }
     if settings.neo4j_uri:
         uri, user, secret = settings.neo4j_uri, settings.neo4j_username, settings.neo4j_password
