@@ -20,6 +20,16 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
                           env=env, timeout=180)
 
 
+def _env_for(settings: Any) -> dict[str, str]:
+    """A subprocess environment using the session's embedded server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
+    env["CIRCUITDB_EMBEDDED_DIR"] = str(settings.embedded_dir)
+    env["CIRCUITDB_EMBEDDED_HEAP"] = settings.embedded_heap
+    env["CIRCUITDB_EMBEDDED_IDLE_S"] = str(settings.embedded_idle_s)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
     env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
@@ -70,13 +80,9 @@ def test_missing_file_and_bad_format(tmp_path: Path) -> None:
 
 @pytest.mark.embedded
 def test_import_twice_same_counts_and_link(tmp_path: Path, embedded_settings: Any) -> None:
-    try:
-        from tests.conftest import cli_env
-    except ImportError:  # pragma: no cover
-        from conftest import cli_env  # type: ignore[no-redef]
     from circuitdb.graph.backend import open_backend
 
-    env = cli_env(embedded_settings, OMP_NUM_THREADS="1")
+    env = _env_for(embedded_settings)
     with open_backend(embedded_settings) as g:
         g.run("admin/delete_all")
     grn = tmp_path / "collectri.tsv"

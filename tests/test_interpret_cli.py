@@ -19,6 +19,16 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+def _env_for(settings: Any) -> dict[str, str]:
+    """A subprocess environment using the session's embedded server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
+    env["CIRCUITDB_EMBEDDED_DIR"] = str(settings.embedded_dir)
+    env["CIRCUITDB_EMBEDDED_HEAP"] = settings.embedded_heap
+    env["CIRCUITDB_EMBEDDED_IDLE_S"] = str(settings.embedded_idle_s)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
     env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
@@ -89,16 +99,12 @@ def test_bad_gmt_exit_2_nothing_written(tiny: dict[str, Path], tmp_path: Path) -
 @pytest.mark.embedded
 @pytest.mark.slow
 def test_interpret_writes_tables_and_graph(tiny: dict[str, Path], tmp_path: Path, embedded_settings: Any) -> None:
-    try:
-        from tests.conftest import cli_env
-    except ImportError:  # pragma: no cover
-        from conftest import cli_env  # type: ignore[no-redef]
     from circuitdb.graph.backend import open_backend
     from circuitdb.graph.writer import graph_totals
 
     with open_backend(embedded_settings) as g:
         g.run("admin/delete_all")
-    env = cli_env(embedded_settings, OMP_NUM_THREADS="1")
+    env = _env_for(embedded_settings)
     grn = tmp_path / "grn.csv"
     pd.DataFrame({"source": ["PAX5"] * 6, "target": ["CD79A", "CD79B", "MS4A1", "CD74", "HLA-DRA", "CD19"],
                   "weight": [1.0] * 6}).to_csv(grn, index=False)
