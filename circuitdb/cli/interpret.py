@@ -132,6 +132,10 @@ def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, lab
     loaded = load_model(model_dir)
     opts = SentenceOptions(top_k=top_k or int(meta.get("top_k", 0) or 0) or 200, label_key=label_key, symbol_key=symbol_key,
                            organism=str(meta.get("organism", "human")))
+    from circuitdb.loaders.prompts import DEFAULT_ANSWER, PromptTemplate
+
+    template = PromptTemplate(prompt=meta["prompt_template"], answer=meta.get("answer_template", DEFAULT_ANSWER)) \
+        if meta.get("prompt_template") else PromptTemplate()
     cells = choose_cells(list(iter_cell_sentences(adata, opts)), which_cells)  # type: ignore[arg-type]
     if max_cells is not None:
         cells = cells[:max_cells]
@@ -166,7 +170,7 @@ def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, lab
             task = bar.add_task(f"run {len(cells)} cells through {len(transcoders)} transcoder(s)", total=len(cells))
             with torch.inference_mode():
                 stats_all = collect_feature_stats(loaded.model, loaded.tokenizer, transcoders, cells, organism=opts.organism,
-                                                  on_cell=lambda _c: bar.advance(task))
+                                                  template=template, on_cell=lambda _c: bar.advance(task))
         active = active_features(stats_all)
         n_active = sum(len(v) for v in active.values())
         if n_active == 0:
@@ -193,7 +197,7 @@ def interpret(ctx: click.Context, data: Path, model_dir: Path, tc_dir: Path, lab
                 task = bar.add_task("random-direction control", total=len(cells))
                 with torch.inference_mode():
                     rstats_all = collect_feature_stats(loaded.model, loaded.tokenizer, rand_tcs, cells, organism=opts.organism,
-                                                       on_cell=lambda _c: bar.advance(task))
+                                                       template=template, on_cell=lambda _c: bar.advance(task))
             ractive = active_features(rstats_all)
             rstats = subset_stats(rstats_all, sample_features(ractive, len(ids), seed))
             rinterp = interpret_features(rstats, libs.libraries, control_seed=None)
