@@ -90,8 +90,9 @@ def collect_feature_stats(
                         mass = np.concatenate([mass, np.zeros_like(mass)], axis=1)
                         count = np.concatenate([count, np.zeros_like(count)])
                 gidx.append(gene_index[s.gene])
-            gidx_arr = np.asarray(gidx)
-            count[gidx_arr] += 1
+            gidx_arr = np.asarray(gidx, dtype=np.int64)
+            unique = len(set(gidx)) == len(gidx)
+            np.add.at(count, gidx_arr, 1)
             # every span's token positions, padded by repeating its last token (the max is unchanged)
             width = max((s.end - s.start for s in spans), default=1)
             pos = torch.as_tensor([[min(s.start + k, s.end - 1) for k in range(width)] for s in spans] or [[0]],
@@ -101,7 +102,10 @@ def collect_feature_stats(
                 acts = tc.encode(captured[l][0].to(tc.W_enc.dtype))[:, keep_t[l]]  # (T, F_l)
                 per_gene = acts[pos].amax(dim=1).float().cpu().numpy()  # (G_c, F_l): max over each gene's token span
                 lo, hi = offsets[j], offsets[j + 1]
-                np.add.at(mass[lo:hi].T, gidx_arr, per_gene)
+                if unique:  # a sentence names each gene once: plain fancy-index add (np.add.at is ~50x slower)
+                    mass[lo:hi, gidx_arr] += per_gene.T
+                else:
+                    np.add.at(mass[lo:hi].T, gidx_arr, per_gene)
                 cell_values[c, lo:hi] = per_gene.max(axis=0) if len(per_gene) else 0.0
             if on_cell is not None:
                 on_cell(c)
