@@ -97,3 +97,22 @@ def test_missing_and_corrupt_files(tmp_path):
     bad.write_bytes(b"not parquet")
     with pytest.raises(InputError, match="cannot read"):
         read_grn(bad)
+
+
+def test_dataset_genes_mean_expression_from_raw(tmp_path):
+    import anndata
+    import numpy as np
+    import scipy.sparse as sp
+
+    from circuitdb.loaders.grn import dataset_genes
+
+    raw = anndata.AnnData(X=sp.csr_matrix(np.array([[1.0, 0.0, 3.0], [3.0, 2.0, 1.0]])),
+                          var=pd.DataFrame(index=["cd14", "Lyz", "SPI1"]))
+    ad = raw[:, :2].copy()
+    ad.raw = raw
+    ad.write_h5ad(tmp_path / "d.h5ad")
+    got = dataset_genes(tmp_path / "d.h5ad")
+    assert got.symbols == ["CD14", "LYZ", "SPI1"] and got.n_cells == 2
+    assert got.mean_expression == {"CD14": 2.0, "LYZ": 1.0, "SPI1": 2.0}
+    with pytest.raises(InputError, match="no var column"):
+        dataset_genes(tmp_path / "d.h5ad", symbol_key="symbol")
