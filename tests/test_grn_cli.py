@@ -104,3 +104,32 @@ def test_import_twice_same_counts_and_link(tmp_path: Path, embedded_settings: An
     assert text.returncode == 0 and "4 of 7 GRN genes (57.1%)" in " ".join(text.stderr.split())
     link = _run(["grn", "link", "--cell-type", "nowhere", "--json"], env)
     assert link.returncode == 2 and "no circuit for cell type 'nowhere'" in link.stderr
+
+
+@pytest.mark.embedded
+def test_link_cli_on_exported_circuits(tmp_path: Path, embedded_settings: Any) -> None:
+    try:
+        from tests.known_graph import known_circuits
+    except ImportError:  # pragma: no cover
+        from known_graph import known_circuits  # type: ignore[no-redef]
+    from circuitdb.graph.backend import open_backend
+    from circuitdb.graph.schema import apply_schema
+    from circuitdb.graph.writer import export_circuits
+
+    with open_backend(embedded_settings) as g:
+        g.run("admin/delete_all")
+        apply_schema(g)
+        export_circuits(g, known_circuits(g1="G1", g2="G2", g3="G3"))
+    env = _env_for(embedded_settings)
+    grn = tmp_path / "toy.csv"
+    pd.DataFrame({"source": ["g1", "G3"], "target": ["g2", "G1"], "mor": [1, -1]}).to_csv(grn, index=False)
+    assert _run(["grn", "import", str(grn), "--name", "toy"], env).returncode == 0
+    data = _h5ad(tmp_path / "d.h5ad", ["G1", "G2", "G3", "X1", "X2"])
+    proc = _run(["grn", "link", "--cell-type", "A", "--dataset", "D1", "--data", str(data), "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [(p["tf"], p["target"], p["sign"]) for p in out["pairs"]] == [("G1", "G2", 1)]
+    assert [p["nodes"][0] for p in out["paths"]] == ["G2"] and out["agreement"] is None
+    assert "no gene pair" in out["note"]
+    text = _run(["grn", "link", "--cell-type", "B", "--grn", "toy", "--data", str(data)], env)
+    assert text.returncode == 0 and "1 TF -> target pair(s)" in " ".join(text.stderr.split())
