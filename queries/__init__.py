@@ -92,8 +92,12 @@ class CircuitDiff:
     b: dict[str, Any]
     edges: pd.DataFrame
     features: pd.DataFrame
+    edge_counts: dict[str, int] | None = None
 
     def counts(self, what: str = "edges") -> dict[str, int]:
+        """Edges (or features) only in A, only in B, in both: exact even when ``edges`` holds only the top rows."""
+        if what == "edges" and self.edge_counts is not None:
+            return {k: int(self.edge_counts.get(k, 0)) for k in ("only_a", "only_b", "both")}
         df = self.edges if what == "edges" else self.features
         vc = df["status"].value_counts() if len(df) else {}
         return {k: int(vc.get(k, 0)) for k in ("only_a", "only_b", "both")}
@@ -138,6 +142,7 @@ def circuit_diff(
     *,
     dataset_a: str | None = None,
     dataset_b: str | None = None,
+    limit: int | None = None,
 ) -> CircuitDiff:
     """Diff two circuits: two cell types (one dataset), or one cell type in two datasets.
 
@@ -147,6 +152,8 @@ def circuit_diff(
         Side A's and side B's cell type (B defaults to A, for a dataset diff).
     dataset_a, dataset_b
         Side A's and side B's dataset (B defaults to A; null: the one dataset that has the cell type).
+    limit
+        Keep only the ``limit`` edge rows with the largest |delta| (None: all); counts stay exact.
 
     Returns
     -------
@@ -166,9 +173,10 @@ def circuit_diff(
         raise InputError(f"both sides are circuit {a['id']!r}; pass a different cell type (--vs) or dataset (--vs-dataset)")
     params = {"cell_type_a": cell_type_a, "dataset_a": a["dataset"], "cell_type_b": cell_type_b,
               "dataset_b": b["dataset"]}
-    edges = _diff_generic(runner, "diff_edges", params)
+    edges = _diff_generic(runner, "diff_edges", {**params, "limit": 10_000_000 if limit is None else int(limit)})
     features = _diff_generic(runner, "diff_features", params)
-    return CircuitDiff(a, b, edges, features)
+    counts = {r["status"]: int(r["n"]) for r in _diff_generic(runner, "diff_edge_counts", params).to_dict("records")}
+    return CircuitDiff(a, b, edges, features, counts)
 
 
 def _diff_generic(runner: Runner, statement: str, params: dict[str, Any]) -> pd.DataFrame:

@@ -150,7 +150,7 @@ def _dataset(name: str = "dataset", what: str = "dataset id (null: any dataset)"
 
 
 def _limit(default: int = 25) -> Param:
-    return Param("limit", int, "maximum rows returned", default, minimum=1, maximum=100000)
+    return Param("limit", int, "maximum rows returned", default, minimum=1, maximum=10_000_000)
 
 
 def _min_weight(default: float = 0.0) -> Param:
@@ -219,9 +219,10 @@ register(NamedQuery(
 register(NamedQuery(
     "diff_cell_types", "Edge diff between two cell types' circuits: only A, only B, both with weight delta.",
     "diff_edges",
-    (_cell_type("cell_type_a", "cell type A"), _cell_type("cell_type_b", "cell type B"), _dataset()),
+    (_cell_type("cell_type_a", "cell type A"), _cell_type("cell_type_b", "cell type B"), _dataset(),
+     _limit(100000)),
     to_cypher=lambda b: {"cell_type_a": b["cell_type_a"], "dataset_a": b["dataset"],
-                         "cell_type_b": b["cell_type_b"], "dataset_b": b["dataset"]},
+                         "cell_type_b": b["cell_type_b"], "dataset_b": b["dataset"], "limit": b["limit"]},
     checks=(_distinct_sides,),
 ))
 register(NamedQuery(
@@ -235,9 +236,10 @@ register(NamedQuery(
 register(NamedQuery(
     "diff_datasets", "Edge diff of one cell type's circuits in two datasets: only A, only B, both with delta.",
     "diff_edges",
-    (_cell_type(), _dataset("dataset_a", "dataset A", True), _dataset("dataset_b", "dataset B", True)),
+    (_cell_type(), _dataset("dataset_a", "dataset A", True), _dataset("dataset_b", "dataset B", True),
+     _limit(100000)),
     to_cypher=lambda b: {"cell_type_a": b["cell_type"], "dataset_a": b["dataset_a"],
-                         "cell_type_b": b["cell_type"], "dataset_b": b["dataset_b"]},
+                         "cell_type_b": b["cell_type"], "dataset_b": b["dataset_b"], "limit": b["limit"]},
     checks=(_distinct_sides,),
 ))
 register(NamedQuery(
@@ -253,6 +255,10 @@ register(NamedQuery(
     "gene_influence_change",
     (_cell_type(), _dataset("dataset_a", "dataset A", True), _dataset("dataset_b", "dataset B", True), _limit()),
     checks=(_distinct_sides,),
+))
+register(NamedQuery(
+    "circuit_edges", "All weighted edges of one circuit, strongest first.", "circuit_edges",
+    (Param("circuit", str, "circuit id (see the circuits query)"),),
 ))
 register(NamedQuery(
     "graph_counts", "Nodes per label and relationships per type in the graph.", "graph_counts", (),

@@ -17,7 +17,12 @@ from circuitdb import catalog
 from circuitdb.catalog import CypherStatement
 from circuitdb.graph.writer import export_circuits
 
-_WIPE = CypherStatement("admin", "test_wipe", "MATCH (n) DETACH DELETE n", "tests: empty the graph", ())
+_WIPE_RELS = CypherStatement("admin", "test_wipe_rels",
+                             "MATCH ()-[r]->() WITH r LIMIT 50000 DELETE r RETURN count(*) AS n",
+                             "tests: delete up to 50,000 relationships (run until 0)", ())
+_WIPE = CypherStatement("admin", "test_wipe",
+                        "MATCH (n) WITH n LIMIT 50000 DETACH DELETE n RETURN count(*) AS n",
+                        "tests: delete up to 50,000 nodes (run until 0)", ())
 _applied: set[str] = set()
 
 
@@ -57,12 +62,17 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
 @pytest.fixture
 def graph(backend: Any) -> Any:
     """The backend with an empty graph."""
-    backend.run(_WIPE, {})
+    wipe(backend)
     return backend
 
 
 def wipe(runner: Any) -> None:
-    runner.run(_WIPE, {})
+    """Empty the graph in bounded transactions (a large leftover graph must not overflow one)."""
+    for stmt in (_WIPE_RELS, _WIPE):
+        while True:
+            rows = runner.run(stmt, {})
+            if not rows or int(rows[0]["n"]) == 0:
+                break
 
 
 def load(runner: Any, circuits: list[Any], **kwargs: Any) -> Any:

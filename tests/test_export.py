@@ -58,6 +58,14 @@ def test_rows_use_deterministic_ids_and_skip_error_nodes() -> None:
     assert json.loads(rows.circuit["thresholds"]) == {"node": 0.8}
 
 
+def test_ids_drop_a_hash_algorithm_prefix() -> None:
+    from circuitdb.graph.rows import head_node_id, model_node_id
+
+    assert feature_node_id("sha256:" + "ab" * 32, 2, 7) == "abababababababab:2:7" == feature_node_id("ab" * 32, 2, 7)
+    assert model_node_id("sha256:" + "cd" * 32) == "model:" + "cd" * 8
+    assert head_node_id("sha256:" + "cd" * 32, 1, 3) == "cd" * 8 + ":1:3"
+
+
 def test_inconsistent_circuits_are_refused() -> None:
     c = known_circuits()[0]
     c.edges.append(CircuitEdge("gene:nope", "feat:0:1", 1.0))
@@ -125,11 +133,22 @@ def test_export_resumes_an_interrupted_circuit_and_replaces_a_changed_one(graph:
     assert third.circuits_replaced == [changed[0].id]
     assert third.totals == expected_totals(changed)
     rows = graph.run(catalog.load("library", "diff_edges"),
-                     {"cell_type_a": "A", "dataset_a": "D1", "cell_type_b": "A", "dataset_b": "D2"})
+                     {"cell_type_a": "A", "dataset_a": "D1", "cell_type_b": "A", "dataset_b": "D2", "limit": 1000})
     by_key = {(r["type"], r["source"], r["target"]): r for r in rows}
     assert by_key[("GENE_TO_FEATURE", "g1", feature_node_id(TH, 0, 1))]["weight_a"] == pytest.approx(0.95)
     assert by_key[("FEATURE_TO_FEATURE", feature_node_id(TH, 0, 1), feature_node_id(TH, 1, 3))]["status"] == "only_b"
     assert dropped.source == "feat:0:1"
+
+
+def test_feature_stats_annotate_features(graph: Any) -> None:
+    stats = {"feat:0:1": {"density": 0.125, "top_genes": ["CD74", "HLA-DRA"]}}
+    export_circuits(graph, known_circuits()[:1], feature_stats=stats)
+    from circuitdb.queries import run_rows
+
+    rows = {r["feature"]: r for r in run_rows(graph, "top_features", {"cell_type": "A"})}
+    assert rows[feature_node_id(TH, 0, 1)]["density"] == 0.125
+    assert rows[feature_node_id(TH, 0, 1)]["top_genes"] == ["CD74", "HLA-DRA"]
+    assert rows[feature_node_id(TH, 1, 3)]["density"] is None
 
 
 def _mark_incomplete(runner: Any, circuit: str) -> None:

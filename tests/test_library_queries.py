@@ -27,8 +27,8 @@ def q(runner: Any, name: str, **params: Any) -> list[dict[str, Any]]:
 
 def test_every_library_file_is_reachable_from_the_registry() -> None:
     used = {q.statement for q in REGISTRY.values()} | {f"feature_neighbourhood_{k}" for k in (1, 2, 3)}
-    used |= {"diff_edges", "diff_features", "feature_exists"}
-    assert set(catalog.names("library")) <= used
+    used |= {"diff_edges", "diff_features", "diff_edge_counts", "feature_exists"}
+    assert {n for n in catalog.names("library") if not n.startswith("example_")} <= used
 
 
 def test_circuits_lists_provenance(known: Any) -> None:
@@ -137,6 +137,13 @@ def test_diff_cell_types_edges(known: Any) -> None:
     }
     assert len(rows) == 10
     assert abs(rows[0]["delta"]) == pytest.approx(0.9)  # ordered by |delta|
+    top = q(known, "diff_cell_types", cell_type_a="A", cell_type_b="B", dataset="D1", limit=2)
+    assert [(r["source"], round(r["delta"], 9)) for r in top] == [(fid(1, 4), 0.9), (fid(0, 1), -0.8)]
+    from circuitdb import catalog as cat
+
+    counts = known.run(cat.load("library", "diff_edge_counts"),
+                       {"cell_type_a": "A", "dataset_a": "D1", "cell_type_b": "B", "dataset_b": "D1"})
+    assert [(r["status"], r["n"]) for r in counts] == [("both", 2), ("only_a", 5), ("only_b", 3)]
     feats = q(known, "diff_cell_types_features", cell_type_a="A", cell_type_b="B", dataset="D1")
     got = {r["feature"]: (r["status"], r["influence_a"], r["influence_b"], round(r["delta"], 9)) for r in feats}
     assert got == {fid(0, 1): ("both", 0.76, 0.47, -0.29), fid(0, 2): ("only_a", 0.2, None, -0.2),
@@ -166,6 +173,15 @@ def test_gene_influence_change(known: Any) -> None:
     assert got == [("g1", 0.63, 0.28, -0.35), ("g2", 0.3, 0.05, -0.25)]
     assert [r["gene"] for r in q(known, "gene_influence_change", cell_type="A", dataset_a="D1",
                                  dataset_b="D2", limit=1)] == ["g1"]
+
+
+def test_circuit_edges(known: Any) -> None:
+    rows = q(known, "circuit_edges", circuit=B1)
+    got = [(r["type"], r["source"], r["target"], r["weight"]) for r in rows]
+    assert got == [("FEATURE_TO_CELL_TYPE", fid(1, 4), "B", 0.9), ("GENE_TO_FEATURE", "g3", fid(1, 4), 0.6),
+                   ("GENE_TO_FEATURE", "g1", fid(0, 1), 0.5), ("FEATURE_TO_FEATURE", fid(0, 1), fid(1, 4), 0.3),
+                   ("FEATURE_TO_CELL_TYPE", fid(0, 1), "B", 0.2)]
+    assert q(known, "circuit_edges", circuit="nope") == []
 
 
 def test_graph_counts(known: Any) -> None:

@@ -40,6 +40,7 @@ def test_query_cli_rejects_bad_parameters_before_connecting() -> None:
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(graph: Any, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     env = cli_env_for(settings_of(request, graph.kind))
     for c in known_circuits():

@@ -28,10 +28,12 @@ from circuitdb.errors import CircuitDBError
 COMMANDS: dict[str, str] = {
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
+    "demo-model": "circuitdb.cli.demo_model:demo_model",
     "diff": "circuitdb.cli.diff:diff",
     "export": "circuitdb.cli.export:export",
     "grn": "circuitdb.cli.grn:grn",
     "interpret": "circuitdb.cli.interpret:interpret",
+    "predict": "circuitdb.cli.predict:predict",
     "queries": "circuitdb.cli.query:queries",
     "query": "circuitdb.cli.query:query",
     "sentences": "circuitdb.cli.sentences:sentences",

@@ -29,7 +29,8 @@ def diff(ctx: click.Context, cell_type: str, vs: str | None, dataset: str | None
     if vs is None and vs_dataset is None:
         raise UsageError("nothing to compare: pass --vs CELL_TYPE, or --dataset X --vs-dataset Y")
     with open_backend(settings_from_ctx(ctx)) as graph:
-        result = circuit_diff(graph, cell_type, vs, dataset_a=dataset, dataset_b=vs_dataset)
+        result = circuit_diff(graph, cell_type, vs, dataset_a=dataset, dataset_b=vs_dataset,
+                              limit=None if as_json else top)
     data = result.as_json()
     if as_json:
         emit_json(data)

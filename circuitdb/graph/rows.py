@@ -8,6 +8,8 @@ files, checked against :data:`NODE_LABELS` and :data:`REL_TYPES`.
 
 Ids (stable across runs and machines, so MERGE makes writes idempotent):
 
+(``hash`` below is the digest without an algorithm prefix such as ``sha256:``.)
+
 * ``Model.id``          ``model:{model_hash[:16]}``
 * ``TranscoderSet.id``  ``tc:{transcoder_hash[:16]}``
 * ``Feature.id``        ``{transcoder_hash[:16]}:{layer}:{index}``
@@ -43,10 +45,13 @@ STRUCTURAL_REL_TYPES: tuple[str, ...] = (
     "FOR_CELL_TYPE", "ON_DATASET", "USES_TRANSCODERS", "OF_MODEL",
 )
 
+#: The hand-written example graph of ``circuitdb demo`` v1 (``circuitdb/graph/example.py``, ``*/example_*.cypher``).
+EXAMPLE_REL_TYPES: tuple[str, ...] = ("INPUT_TO", "DRIVES", "PREDICTS")
+
 #: GRN and interpretation relationships (``circuitdb grn import``, ``circuitdb interpret``).
 ANNOTATION_REL_TYPES: tuple[str, ...] = ("REGULATES", "ENRICHED_FOR")
 
-REL_TYPES: tuple[str, ...] = WEIGHTED_REL_TYPES + STRUCTURAL_REL_TYPES + ANNOTATION_REL_TYPES
+REL_TYPES: tuple[str, ...] = WEIGHTED_REL_TYPES + STRUCTURAL_REL_TYPES + EXAMPLE_REL_TYPES + ANNOTATION_REL_TYPES
 
 #: The circuit edge types, keyed by (source kind, target kind) of the circuit's nodes.
 EDGE_TYPE_BY_KINDS: dict[tuple[str, str], str] = {
@@ -71,20 +76,25 @@ def check_rel_type(rel_type: str) -> str:
     return rel_type
 
 
+def _hex(digest: str) -> str:
+    """A hash without an algorithm prefix (``sha256:ab12...`` -> ``ab12...``), so ids keep 16 hex digits."""
+    return digest.rpartition(":")[2]
+
+
 def model_node_id(model_hash: str) -> str:
-    return f"model:{model_hash[:16]}"
+    return f"model:{_hex(model_hash)[:16]}"
 
 
 def transcoder_set_node_id(transcoder_hash: str) -> str:
-    return f"tc:{transcoder_hash[:16]}"
+    return f"tc:{_hex(transcoder_hash)[:16]}"
 
 
 def feature_node_id(transcoder_hash: str, layer: int, index: int) -> str:
-    return f"{transcoder_hash[:16]}:{int(layer)}:{int(index)}"
+    return f"{_hex(transcoder_hash)[:16]}:{int(layer)}:{int(index)}"
 
 
 def head_node_id(model_hash: str, layer: int, head: int) -> str:
-    return f"{model_hash[:16]}:{int(layer)}:{int(head)}"
+    return f"{_hex(model_hash)[:16]}:{int(layer)}:{int(head)}"
 
 
 @dataclass
@@ -137,6 +147,14 @@ def content_hash(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def merge_key(*parts: str) -> str:
+    """The short ``mkey`` a relationship is MERGEd on: a hash of its circuit id (and, for a head row,
+    the edge source). It is deliberately not indexed: MERGE on the indexed ``circuit`` property lets
+    Neo4j's planner pick a relationship-index seek that scans every edge of the circuit per row
+    (quadratic on a first load); on ``mkey`` it expands between the two end nodes instead."""
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
 def _num(value: Any) -> float:
     return float(value) if value is not None else 0.0
 
@@ -159,6 +177,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
     p = circuit.provenance
     stats = feature_stats or {}
     cid = circuit.id
+    ckey = merge_key(cid)
     model_id = model_node_id(p.model_hash)
     tc_id = transcoder_set_node_id(p.transcoder_hash)
 
@@ -182,7 +201,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
             symbol = n.gene if n.gene is not None else n.id.split(":", 1)[-1]
             genes[symbol] = {"symbol": symbol}
             key_of[n.id] = ("gene", symbol)
-            has_gene.append({"circuit": cid, "symbol": symbol, "influence": _num(n.influence),
+            has_gene.append({"circuit": cid, "mkey": ckey, "symbol": symbol, "influence": _num(n.influence),
                              "frequency": _num(n.frequency)})
         elif n.kind == "feature":
             if n.layer is None or n.index is None:
@@ -192,7 +211,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
             features[fid] = {"id": fid, "layer": int(n.layer), "index": int(n.index), "transcoder_set": tc_id,
                              "density": st.get("density"), "top_genes": st.get("top_genes")}
             key_of[n.id] = ("feature", fid)
-            has_feature.append({"circuit": cid, "feature": fid, "influence": _num(n.influence),
+            has_feature.append({"circuit": cid, "mkey": ckey, "feature": fid, "influence": _num(n.influence),
                                 "frequency": _num(n.frequency), "activation": _num(n.activation)})
         elif n.kind == "target":
             name = n.cell_type if n.cell_type is not None else p.cell_type
@@ -219,7 +238,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
         if (rel, skey, tkey) in seen:
             raise InputError(f"circuit {cid}: edge {e.source} -> {e.target} appears twice; rebuild the circuit file")
         seen.add((rel, skey, tkey))
-        edges[rel.lower()].append({"circuit": cid, "source": skey, "target": tkey,
+        edges[rel.lower()].append({"circuit": cid, "mkey": ckey, "source": skey, "target": tkey,
                                    "weight": float(e.weight), "frequency": _num(e.frequency)})
         head_stmt = "head_to_feature" if tkind == "feature" else "head_to_cell_type"
         head_seen: set[str] = set()
@@ -230,7 +249,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
                                  "twice; rebuild the circuit file")
             head_seen.add(hid)
             heads[hid] = {"id": hid, "model": model_id, "layer": int(h.layer), "head": int(h.head)}
-            edges[head_stmt].append({"circuit": cid, "head": hid, "source": skey, "target": tkey,
+            edges[head_stmt].append({"circuit": cid, "mkey": merge_key(cid, skey), "head": hid, "source": skey, "target": tkey,
                                      "weight": float(h.weight), "frequency": _num(h.frequency)})
 
     nodes = {

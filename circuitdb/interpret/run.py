@@ -91,7 +91,9 @@ def transcoder_hash(transcoders: Mapping[int, Transcoder]) -> str:
 
 def feature_ids(stats: FeatureStats, tc_hash: str) -> list[str]:
     """Graph Feature ids ``{hash16}:{layer}:{index}`` of the rows of ``stats``."""
-    return [f"{tc_hash[:16]}:{int(l)}:{int(i)}" for l, i in zip(stats.features["layer"], stats.features["index"])]
+    from circuitdb.graph.rows import feature_node_id
+
+    return [feature_node_id(tc_hash, int(l), int(i)) for l, i in zip(stats.features["layer"], stats.features["index"])]
 
 
 def sample_features(active: Mapping[int, np.ndarray], n: int | None, seed: int = 0) -> dict[int, np.ndarray]:

@@ -22,6 +22,7 @@ import pandas as pd
 from circuitdb import catalog
 from circuitdb.catalog import CypherStatement
 from circuitdb.errors import InputError
+from circuitdb.graph.rows import transcoder_set_node_id
 from circuitdb.interpret.enrichment import interpretable
 from circuitdb.interpret.features import Interpretation
 
@@ -55,7 +56,7 @@ def interpretation_rows(interp: Interpretation, tc_hash: str) -> tuple[list[dict
     t = interp.table
     feats = [
         {
-            "id": r.feature_id, "layer": int(r.layer), "index": int(r.index), "transcoder_set": f"tc:{tc_hash[:16]}",
+            "id": r.feature_id, "layer": int(r.layer), "index": int(r.index), "transcoder_set": transcoder_set_node_id(tc_hash),
             "label": str(r.label), "top_genes": [str(g) for g in r.top_genes], "density": float(r.density),
             "interpretable": bool(r.gene_level_interpretable), "best_term": _opt(r.best_term), "best_q": _opt(r.best_q),
             "best_cell_type": _opt(r.best_label), "best_auroc": _opt(r.best_auroc),

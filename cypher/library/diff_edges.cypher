@@ -2,7 +2,7 @@
 // a cell-type diff uses one dataset on both sides, a dataset diff one cell type. Edges are keyed by
 // (type, source, target); edges into the cell type have target 'target', so they compare across cell types.
 // Weights are summed over the side's circuits (one per side unless several models/methods match).
-// params: $cell_type_a, $dataset_a (or null = any), $cell_type_b, $dataset_b (or null = any)
+// params: $cell_type_a, $dataset_a (or null = any), $cell_type_b, $dataset_b (or null = any), $limit (rows, largest |delta| first)
 // returns: status ('only_a', 'only_b', 'both'), type, source, target, weight_a, weight_b (null when absent),
 //          delta (weight_b - weight_a, absent = 0)
 OPTIONAL MATCH (ca:Circuit {cell_type: $cell_type_a})
@@ -33,3 +33,4 @@ RETURN CASE WHEN na > 0 AND nb > 0 THEN 'both' WHEN na > 0 THEN 'only_a' ELSE 'o
        type, source, target,
        CASE WHEN na > 0 THEN wa END AS weight_a, CASE WHEN nb > 0 THEN wb END AS weight_b, wb - wa AS delta
 ORDER BY abs(delta) DESC, type, source, target
+LIMIT $limit

@@ -1,9 +1,9 @@
 // Weighted feature -> feature edges of a circuit.
-// params: $rows: [{circuit, source (feature id), target (feature id), weight, frequency}]
+// params: $rows: [{circuit, mkey (merge key), source (feature id), target (feature id), weight, frequency}]
 // returns: n (rows written)
 UNWIND $rows AS r
 MATCH (s:Feature {id: r.source})
 MATCH (t:Feature {id: r.target})
-MERGE (s)-[e:FEATURE_TO_FEATURE {circuit: r.circuit}]->(t)
-SET e.weight = r.weight, e.frequency = r.frequency
+MERGE (s)-[e:FEATURE_TO_FEATURE {mkey: r.mkey}]->(t)
+SET e.circuit = r.circuit, e.weight = r.weight, e.frequency = r.frequency
 RETURN count(*) AS n

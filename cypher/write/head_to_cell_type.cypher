@@ -1,9 +1,9 @@
 // Per-head parts of edges into a cell type: one HEAD_CARRIES row per (circuit, edge source, head).
-// params: $rows: [{circuit, head (head id), source (gene symbol or feature id), target (cell type name), weight, frequency}]
+// params: $rows: [{circuit, mkey (merge key), head (head id), source (gene symbol or feature id), target (cell type name), weight, frequency}]
 // returns: n (rows written)
 UNWIND $rows AS r
 MATCH (h:AttentionHead {id: r.head})
 MATCH (t:CellType {name: r.target})
-MERGE (h)-[e:HEAD_CARRIES {circuit: r.circuit, source: r.source}]->(t)
-SET e.target = r.target, e.weight = r.weight, e.frequency = r.frequency
+MERGE (h)-[e:HEAD_CARRIES {mkey: r.mkey}]->(t)
+SET e.circuit = r.circuit, e.source = r.source, e.target = r.target, e.weight = r.weight, e.frequency = r.frequency
 RETURN count(*) AS n
