@@ -115,9 +115,13 @@ def import_grn(
         raise InputError(f"batch size {batch_size} must be at least 1; pass --batch-size 5000")
     if only_matched and match is None:
         raise InputError("--only-matched needs --data (the dataset whose genes to keep)")
+    from circuitdb.graph.rows import merge_key
+
     edges = match.edges if only_matched and match is not None else grn.edges
+    mkey = merge_key("grn", grn.name)
     edge_rows = [
-        {"grn": grn.name, "source": str(s), "target": str(t), "weight": float(w), "sign": int(sg), "resource": str(r)}
+        {"grn": grn.name, "mkey": mkey, "source": str(s), "target": str(t), "weight": float(w), "sign": int(sg),
+         "resource": str(r)}
         for s, t, w, sg, r in edges[["source", "target", "weight", "sign", "resource"]].itertuples(index=False)
     ]
     genes = sorted({r["source"] for r in edge_rows} | {r["target"] for r in edge_rows})
