@@ -30,14 +30,17 @@ COMMANDS: dict[str, str] = {
     "demo": "circuitdb.cli.demo:demo",
     "demo-model": "circuitdb.cli.demo_model:demo_model",
     "diff": "circuitdb.cli.diff:diff",
+    "eval-transcoders": "circuitdb.cli.transcoders:eval_cmd",
     "export": "circuitdb.cli.export:export",
     "grn": "circuitdb.cli.grn:grn",
+    "harvest": "circuitdb.cli.transcoders:harvest_cmd",
     "interpret": "circuitdb.cli.interpret:interpret",
     "predict": "circuitdb.cli.predict:predict",
     "queries": "circuitdb.cli.query:queries",
     "query": "circuitdb.cli.query:query",
     "sentences": "circuitdb.cli.sentences:sentences",
     "subgraph": "circuitdb.cli.subgraph:subgraph",
+    "train-transcoders": "circuitdb.cli.transcoders:train_cmd",
 }
 
 

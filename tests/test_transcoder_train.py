@@ -1,0 +1,158 @@
+"""Training: correct sparse gradients, exact resume after a kill, NaN handling, folded normalisation."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from circuitdb.transcoder import train as train_mod
+from circuitdb.transcoder.model import Transcoder
+from circuitdb.transcoder.train import (
+    ActivationStore, TrainConfig, TrainingDiverged, TrainingInterrupted, _TopKEncode, export_transcoder, train_transcoders,
+)
+from tiny_models import cli, neox_dir, neox_pipeline, tiny_data  # noqa: F401
+
+
+def test_sparse_topk_backward_matches_dense_autograd():
+    torch.manual_seed(0)
+    n, d, f, k = 40, 12, 30, 4
+    x = torch.randn(n, d)
+    w = torch.randn(f, d, requires_grad=True)
+    b = torch.randn(f, requires_grad=True)
+    dead = torch.zeros(f, dtype=torch.bool)
+    dead[::3] = True
+    vals, idx, aux_vals, aux_idx = _TopKEncode.apply(x, w, b, k, dead, 3, torch.float32)
+    gv, ga = torch.randn_like(vals), torch.randn_like(aux_vals)
+    (vals * gv).sum().add((aux_vals * ga).sum()).backward()
+    # reference: dense pre-activations, same selection, plain autograd
+    w2, b2 = w.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+    pre = F.linear(x, w2, b2)
+    ref_idx = pre.topk(k, dim=-1).indices
+    assert torch.equal(idx.sort(1).values, ref_idx.sort(1).values)
+    ref = torch.relu(pre.gather(1, idx))
+    ref_aux = torch.relu(pre.gather(1, aux_idx))
+    assert bool(dead[aux_idx].all())
+    torch.testing.assert_close(vals, ref)
+    (ref * gv).sum().add((ref_aux * ga).sum()).backward()
+    torch.testing.assert_close(w.grad, w2.grad)
+    torch.testing.assert_close(b.grad, b2.grad)
+
+
+@pytest.mark.parametrize("activation", ["topk", "jumprelu"])
+def test_resume_after_kill_gives_identical_weights(neox_pipeline, tmp_path, activation):
+    _, acts, _ = neox_pipeline
+    cfg = TrainConfig(d_features=48, k=4, batch_size=128, steps=14, checkpoint_every=5, dead_after_rows=300, activation=activation, buffer_rows=1500)
+    train_transcoders(acts, tmp_path / "full", cfg, layers="1")
+    with pytest.raises(TrainingInterrupted):
+        train_transcoders(acts, tmp_path / "killed", cfg, layers="1", max_steps_this_run=7)
+    assert not (tmp_path / "killed" / "layer_1" / "transcoder.safetensors").exists()
+    results, _ = train_transcoders(acts, tmp_path / "killed", cfg, layers="1")
+    assert results[0].resumed_from == 7
+    a = Transcoder.load(tmp_path / "full" / "layer_1").state_tensors()
+    b = Transcoder.load(tmp_path / "killed" / "layer_1").state_tensors()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # a killed run resumed by a callback-raised interrupt, mid-checkpoint interval, too
+    def stop(layer, step, total, m):
+        if step == 12:
+            raise TrainingInterrupted("kill")
+    with pytest.raises(TrainingInterrupted):
+        train_transcoders(acts, tmp_path / "cb", cfg, layers="1", callback=stop)
+    res, _ = train_transcoders(acts, tmp_path / "cb", cfg, layers="1")
+    assert res[0].resumed_from == 10
+    c = Transcoder.load(tmp_path / "cb" / "layer_1").state_tensors()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    # a finished layer is skipped on rerun
+    res, manifest = train_transcoders(acts, tmp_path / "cb", cfg, layers="1")
+    assert res[0].skipped and manifest["layers"] == [1]
+
+
+def test_training_learns_and_saved_transcoder_maps_raw_io(neox_pipeline):
+    _, acts, tc_dir = neox_pipeline
+    store = ActivationStore(acts)
+    x, y = store.load([0, 1], 0, "all")
+    tc = Transcoder.load(tc_dir / "layer_0")
+    out = tc(x)
+    fvu = float((out.out - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+    assert fvu < 0.2
+    assert torch.all((out.acts > 0).sum(-1) <= 6)
+    manifest = json.loads((tc_dir / "transcoders.json").read_text())
+    assert manifest["layers"] == [0, 1] and manifest["model_hash"] == store.manifest["model_hash"]
+    assert len(manifest["transcoder_set_hash"]) == 16
+    assert tc.cfg.data_hash == store.manifest["acts_hash"] and tc.cfg.hook_in == "gpt_neox.layers.0.mlp"
+
+
+def test_folding_the_scales_is_exact():
+    torch.manual_seed(0)
+    cfg = TrainConfig(d_features=20, k=5, skip=True)
+    p = {"W_enc": torch.randn(20, 8), "b_enc": torch.randn(20), "W_dec": torch.randn(20, 8), "b_dec": torch.randn(8), "W_skip": torch.randn(8, 8)}
+    s_in, s_out = 3.0, 0.25
+    tc = export_transcoder(p, cfg, (s_in, s_out), d_in=8, d_out=8, layer=0, meta={})
+    x = torch.randn(10, 8)
+    pre = F.linear(x * s_in, p["W_enc"], p["b_enc"])
+    v, i = pre.topk(5, -1)
+    y_norm = F.embedding_bag(i, p["W_dec"], per_sample_weights=torch.relu(v), mode="sum") + p["b_dec"] + (x * s_in) @ p["W_skip"].T
+    torch.testing.assert_close(tc(x).out, y_norm / s_out, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+def test_other_activations_train(neox_pipeline, tmp_path, activation):
+    _, acts, _ = neox_pipeline
+    cfg = TrainConfig(d_features=48, activation=activation, l1_coeff=1e-3, batch_size=256, epochs=4)
+    res, _ = train_transcoders(acts, tmp_path / activation, cfg, layers="0")
+    assert res[0].metrics["fvu"] < 0.5 and res[0].metrics["l0"] > 0
+    tc = Transcoder.load(tmp_path / activation / "layer_0")
+    assert tc.cfg.activation == activation and (tc.threshold is not None) == (activation == "jumprelu")
+
+
+def test_nan_loss_stops_keeps_last_checkpoint_exit_2(neox_pipeline, tmp_path, monkeypatch, capsys):
+    _, acts, _ = neox_pipeline
+    real = train_mod._step_loss
+    calls = {"n": 0}
+
+    def poisoned(p, x, y, cfg, dead):
+        calls["n"] += 1
+        loss, m, fired = real(p, x, y, cfg, dead)
+        return (loss * float("nan") if calls["n"] == 9 else loss), m, fired
+
+    monkeypatch.setattr(train_mod, "_step_loss", poisoned)
+    code, _, err = cli(capsys, "train-transcoders", "--acts", acts, "--layers", "0", "--features", "32", "--k", "4",
+                       "--batch-size", "128", "--steps", "20", "--checkpoint-every", "5", "--out", tmp_path / "o")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "nan" in lines[0] and "last good checkpoint (step 5)" in lines[0]
+    state = torch.load(tmp_path / "o" / "layer_0" / "train_state.pt", weights_only=False)
+    assert state["step"] == 5 and all(torch.isfinite(v).all() for v in state["params"].values())
+
+
+def test_bad_training_input(neox_pipeline, tmp_path, capsys):
+    _, acts, _ = neox_pipeline
+    code, _, err = cli(capsys, "train-transcoders", "--acts", acts, "--layers", "3", "--out", tmp_path / "o")
+    assert code == 2 and "layer 3 is out of range" in err
+    code, _, err = cli(capsys, "train-transcoders", "--acts", tmp_path, "--out", tmp_path / "o")
+    assert code == 2 and "not an activations directory" in err
+    code, _, err = cli(capsys, "train-transcoders", "--acts", acts, "--features", "8", "--k", "9", "--out", tmp_path / "o")
+    assert code == 2 and "--k must be in 1..8" in err
+    with pytest.raises(TrainingInterrupted):
+        train_transcoders(acts, tmp_path / "r", TrainConfig(d_features=16, k=2, steps=3, batch_size=64), layers="0", max_steps_this_run=1)
+    with pytest.raises(Exception, match="other settings"):
+        train_transcoders(acts, tmp_path / "r", TrainConfig(d_features=24, k=2, steps=3, batch_size=64), layers="0")
+
+
+def test_diverged_is_input_error():
+    assert issubclass(TrainingDiverged, Exception) and TrainingDiverged("x").exit_code == 2
+
+
+def test_export_set_to_float16(neox_pipeline, tmp_path):
+    from circuitdb.transcoder.evaluate import load_transcoders
+    from circuitdb.transcoder.train import export_set
+
+    _, acts, tc_dir = neox_pipeline
+    m = export_set(tc_dir, tmp_path / "half")
+    assert m["weights_dtype"] == "float16" and not (tmp_path / "half" / "layer_0" / "train_state.pt").exists()
+    a, b = load_transcoders(tc_dir), load_transcoders(tmp_path / "half")
+    assert b.set_hash != a.set_hash and b.out_mean[1].shape == (32,)
+    x, _ = ActivationStore(acts).load([0], 1, "all")
+    torch.testing.assert_close(b.transcoders[1](x).out, a.transcoders[1](x).out, atol=2e-2, rtol=2e-2)
