@@ -264,6 +264,35 @@ register(NamedQuery(
     "graph_counts", "Nodes per label and relationships per type in the graph.", "graph_counts", (),
 ))
 
+# -- gene regulatory networks and interpretation (circuitdb grn / circuitdb interpret) ---------
+
+def _grn() -> Param:
+    return Param("grn", str, "GRN name (null: every imported GRN)", None, nullable=True)
+
+
+register(NamedQuery("grns", "Imported gene regulatory networks and their provenance.", "grns", ()))
+register(NamedQuery(
+    "grn_pairs", "TF -> target pairs of a GRN whose two genes both sit in a cell type's circuit.",
+    "grn_pairs_in_circuit", (_cell_type(), _dataset(), _grn()),
+))
+register(NamedQuery(
+    "grn_paths", "Circuit paths gene -> feature(s) -> cell type whose input gene is a GRN target of a TF in the circuit.",
+    "grn_regulated_paths", (_cell_type(), _dataset(), _grn(), _min_weight(0.0), _limit(100)),
+))
+register(NamedQuery(
+    "circuit_gene_features", "Gene -> feature edges of a cell type's circuit (input of the GRN-agreement score).",
+    "circuit_gene_features", (_cell_type(), _dataset()),
+))
+register(NamedQuery("grn_edges", "Every TF -> target edge of a GRN.", "grn_edges", (_grn(),)))
+register(NamedQuery(
+    "circuit_datasets", "The datasets a cell type has circuits in, with their source files.",
+    "circuit_datasets", (_cell_type(), _dataset()),
+))
+register(NamedQuery(
+    "feature_enrichments", "A feature's automatic label, top genes and significant gene-set enrichments.",
+    "feature_enrichments", (Param("feature", str, "feature id (<transcoder hash16>:<layer>:<index>)"),),
+))
+
 
 def get(name: str) -> NamedQuery:
     """The named query, or an :class:`InputError` listing the known names."""

@@ -76,8 +76,11 @@ def _json_default(obj: Any) -> Any:
 
 def abort(text: str, code: int = 2) -> NoReturn:
     """The single exit path for errors: one line on stderr, then exit ``code``."""
+    from rich.markup import escape
+
     first_line = " ".join(str(text).split())
-    console.print(f"[bold red]error:[/bold red] {first_line}", soft_wrap=True)
+    # escape: messages quote user values and lists ("found [a, b]") that rich would read as markup
+    console.print(f"[bold red]error:[/bold red] {escape(first_line)}", soft_wrap=True)
     raise SystemExit(code)
 
 

@@ -31,6 +31,7 @@ from circuitdb.errors import InputError
 #: Node labels the schema defines (the only labels any shipped statement uses).
 NODE_LABELS: tuple[str, ...] = (
     "Model", "TranscoderSet", "Feature", "AttentionHead", "Gene", "CellType", "Dataset", "Circuit",
+    "GRN", "GeneSet",
 )
 
 #: Weighted relationships carrying a ``circuit`` property (circuit id), with a relationship index on it.
@@ -47,7 +48,10 @@ STRUCTURAL_REL_TYPES: tuple[str, ...] = (
 #: The hand-written example graph of ``circuitdb demo`` v1 (``circuitdb/graph/example.py``, ``*/example_*.cypher``).
 EXAMPLE_REL_TYPES: tuple[str, ...] = ("INPUT_TO", "DRIVES", "PREDICTS")
 
-REL_TYPES: tuple[str, ...] = WEIGHTED_REL_TYPES + STRUCTURAL_REL_TYPES + EXAMPLE_REL_TYPES
+#: GRN and interpretation relationships (``circuitdb grn import``, ``circuitdb interpret``).
+ANNOTATION_REL_TYPES: tuple[str, ...] = ("REGULATES", "ENRICHED_FOR")
+
+REL_TYPES: tuple[str, ...] = WEIGHTED_REL_TYPES + STRUCTURAL_REL_TYPES + EXAMPLE_REL_TYPES + ANNOTATION_REL_TYPES
 
 #: The circuit edge types, keyed by (source kind, target kind) of the circuit's nodes.
 EDGE_TYPE_BY_KINDS: dict[tuple[str, str], str] = {

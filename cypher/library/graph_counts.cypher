@@ -15,6 +15,10 @@ CALL () {
   UNION ALL
   MATCH (n:Gene) RETURN 'node' AS kind, 'Gene' AS name, count(n) AS n
   UNION ALL
+  MATCH (n:GeneSet) RETURN 'node' AS kind, 'GeneSet' AS name, count(n) AS n
+  UNION ALL
+  MATCH (n:GRN) RETURN 'node' AS kind, 'GRN' AS name, count(n) AS n
+  UNION ALL
   MATCH (n:Model) RETURN 'node' AS kind, 'Model' AS name, count(n) AS n
   UNION ALL
   MATCH (n:TranscoderSet) RETURN 'node' AS kind, 'TranscoderSet' AS name, count(n) AS n
@@ -22,6 +26,8 @@ CALL () {
   MATCH ()-[r:FEATURE_TO_CELL_TYPE]->() RETURN 'relationship' AS kind, 'FEATURE_TO_CELL_TYPE' AS name, count(r) AS n
   UNION ALL
   MATCH ()-[r:FEATURE_TO_FEATURE]->() RETURN 'relationship' AS kind, 'FEATURE_TO_FEATURE' AS name, count(r) AS n
+  UNION ALL
+  MATCH ()-[r:ENRICHED_FOR]->() RETURN 'relationship' AS kind, 'ENRICHED_FOR' AS name, count(r) AS n
   UNION ALL
   MATCH ()-[r:FOR_CELL_TYPE]->() RETURN 'relationship' AS kind, 'FOR_CELL_TYPE' AS name, count(r) AS n
   UNION ALL
@@ -38,6 +44,8 @@ CALL () {
   MATCH ()-[r:OF_MODEL]->() RETURN 'relationship' AS kind, 'OF_MODEL' AS name, count(r) AS n
   UNION ALL
   MATCH ()-[r:ON_DATASET]->() RETURN 'relationship' AS kind, 'ON_DATASET' AS name, count(r) AS n
+  UNION ALL
+  MATCH ()-[r:REGULATES]->() RETURN 'relationship' AS kind, 'REGULATES' AS name, count(r) AS n
   UNION ALL
   MATCH ()-[r:USES_TRANSCODERS]->() RETURN 'relationship' AS kind, 'USES_TRANSCODERS' AS name, count(r) AS n
 }
