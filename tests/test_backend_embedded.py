@@ -168,13 +168,17 @@ def test_demo_runs_twice_and_second_run_sees_first_graph(embedded_settings):
     second = run_cli(["demo", "--json"], env)
     assert second.returncode == 0, second.stderr
     a, b = json.loads(first.stdout), json.loads(second.stdout)
-    ex = example_graph()
-    assert a["example"]["nodes_created"] == ex.n_nodes
-    assert b["example"]["nodes_created"] == 0 and b["example"]["relationships_created"] == 0
-    assert b["example"]["nodes"] == ex.n_nodes and b["example"]["relationships"] == ex.n_relationships
-    assert [r["gene"] for r in b["query"]["rows"]] == ["CD79A", "MS4A1", "CD19"]
+    # the 10 shipped demo circuits: written once, then found unchanged
+    assert len(a["export"]["circuits"]["written"]) == 10
+    assert b["export"]["circuits"]["written"] == [] and len(b["export"]["circuits"]["skipped_unchanged"]) == 10
+    assert a["export"]["graph"] == b["export"]["graph"] and a["export"]["graph"]["relationships"] > 0
+    rows = b["top_features"]["rows"]
+    assert rows and all(r["circuit"].split("|")[3] == "CD19+ B" for r in rows)
+    influences = [abs(r["influence"]) for r in rows]
+    assert influences == sorted(influences, reverse=True)
+    assert a["diff"] == b["diff"] and sum(b["diff"]["counts"].values()) > 0
     table = run_cli(["demo"], env)
-    assert table.returncode == 0 and "CD79A" in table.stderr and "0.7011" in table.stderr
+    assert table.returncode == 0 and "top features of the CD19+ B circuit" in table.stderr
 
 
 @pytest.mark.slow

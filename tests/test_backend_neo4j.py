@@ -64,14 +64,27 @@ def test_example_graph_and_query_agree_with_embedded(neo4j_settings, embedded_se
     assert len(neo[3][(MONOCYTE, 0.0)]) == 5  # includes the CD14 path through two negative weights
 
 
-def test_demo_runs_on_neo4j(neo4j_settings, tmp_path):
+def test_demo_runs_on_neo4j_and_agrees_with_embedded(neo4j_settings, embedded_settings, tmp_path):
+    with open_backend(neo4j_settings) as graph:
+        graph.run("admin/delete_all")
     env = cli_env(neo4j_settings.with_(embedded_dir=tmp_path / "unused"))
     r = run_cli(["demo", "--json"], env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["backend"]["backend"] == "neo4j"
-    assert [row["gene"] for row in out["query"]["rows"]] == ["CD79A", "MS4A1", "CD19"]
+    assert len(out["export"]["circuits"]["written"]) == 10
     assert not (tmp_path / "unused" / "server.json").exists()  # no embedded server was started
+    emb = run_cli(["demo", "--json"], cli_env(embedded_settings))
+    assert emb.returncode == 0, emb.stderr
+    other = json.loads(emb.stdout)
+    assert other["backend"]["backend"] == "arcadedb"
+    # the same circuits give the same answers on both backends
+    assert out["top_features"] == other["top_features"]
+    assert out["diff"] == other["diff"]
+    d_neo = run_cli(["diff", "--cell-type", "CD19+ B", "--vs", "CD14+ Monocyte", "--json"], env)
+    d_emb = run_cli(["diff", "--cell-type", "CD19+ B", "--vs", "CD14+ Monocyte", "--json"], cli_env(embedded_settings))
+    assert d_neo.returncode == 0 and d_emb.returncode == 0, d_neo.stderr + d_emb.stderr
+    assert json.loads(d_neo.stdout) == json.loads(d_emb.stdout)
     with open_backend(neo4j_settings) as graph:
         graph.run("admin/delete_all")
 

@@ -4,8 +4,11 @@ The demo is a list of steps (:data:`STEPS`); each takes the shared
 :class:`DemoRun` and may put results on it for later steps. Later stages add
 their steps (train transcoders, attribute, export circuits, ...) to the list.
 
-v1: connect (embedded ArcadeDB unless ``--neo4j-uri``/``NEO4J_URI``), apply the
-schema, MERGE a tiny example circuit graph, and run one library query.
+Steps: connect (embedded ArcadeDB unless ``--neo4j-uri``/``NEO4J_URI``), apply the
+schema, export the circuits of the shipped demo model (10 cell types of
+pbmc68k_reduced, traced through its transcoders; see ``docs/faithfulness.md``),
+then ask the graph two questions: a cell type's top circuit features, and what
+differs between the B-cell and monocyte circuits. Reruns are idempotent.
 """
 
 from __future__ import annotations
@@ -50,54 +53,98 @@ def step_init_schema(run: DemoRun) -> None:
     info(f"schema: {counts['created']} created, {counts['exists']} already present")
 
 
-def step_load_example(run: DemoRun) -> None:
-    """MERGE the example circuit graph (idempotent: a rerun creates nothing)."""
-    from circuitdb.graph.example import example_graph, load_example
+def demo_circuits_dir():  # type: ignore[no-untyped-def]
+    """The shipped demo circuits (package data)."""
+    from importlib import resources
 
-    graph = example_graph()
-    total = graph.n_nodes + graph.n_relationships
-    with progress() as bar:
-        task = bar.add_task("loading example graph", total=total)
-        summary = load_example(run.graph, on_batch=lambda n: bar.advance(task, n))
+    return resources.files("circuitdb.demo_data").joinpath("circuits")
+
+
+def step_export_circuits(run: DemoRun) -> None:
+    """Export the shipped demo circuits (MERGE on deterministic ids: a rerun adds nothing)."""
+    from circuitdb.graph.writer import export_dir
+
+    with resources_path(demo_circuits_dir()) as folder, progress() as bar:
+        task = bar.add_task("exporting demo circuits", total=None)
+
+        def on_progress(done: int, total: int, status: str) -> None:
+            bar.update(task, total=total, advance=done, status=status)
+
+        summary = export_dir(run.graph, folder, on_progress=on_progress)
     counts = run.graph.run("admin/count_graph")[0]
-    run.results["example"] = {"rows": summary.rows, **summary.counters, **counts}
-    info(
-        f"example graph: {summary.rows} rows merged "
-        f"({summary.counters.get('nodes_created', 0)} nodes, "
-        f"{summary.counters.get('relationships_created', 0)} relationships new); "
-        f"graph holds {counts['nodes']} nodes, {counts['relationships']} relationships"
-    )
+    run.results["export"] = {**summary.as_dict(), "graph": counts}
+    info(f"{len(summary.circuits_written)} circuits written, {len(summary.circuits_skipped)} already present; "
+         f"graph holds {counts['nodes']} nodes, {counts['relationships']} relationships")
 
 
-def step_query(run: DemoRun) -> None:
-    """Run library/example_gene_paths for the B-cell circuit and show it as a table."""
-    from rich.table import Table
+def resources_path(traversable):  # type: ignore[no-untyped-def]
+    from importlib import resources
 
-    from circuitdb.graph.example import B_CELL, circuit_id
+    return resources.as_file(traversable)
 
-    params = {"circuit": circuit_id(B_CELL), "min_weight": 0.1, "limit": 10}
-    rows = run.graph.run("library/example_gene_paths", params)
-    run.results["query"] = {"name": "example_gene_paths", "params": params, "rows": rows}
-    if run.as_json:
+
+def _table(title: str, rows: list[dict[str, Any]], limit: int = 10) -> None:
+    from circuitdb.cli.query import print_table
+
+    if not rows:
+        console.print(f"{title}: no rows")
         return
-    table = Table(title=f"gene -> {B_CELL} paths (circuit {params['circuit']}, |w| >= {params['min_weight']})")
-    table.add_column("gene")
-    table.add_column("features")
-    table.add_column("cell type")
-    table.add_column("score", justify="right")
-    table.add_column("hops", justify="right")
-    for row in rows:
-        table.add_row(row["gene"], " -> ".join(row["features"]), row["cell_type"], f"{row['score']:.4f}",
-                      str(row["hops"]))
-    console.print(table)
+    print_table(rows, title, limit=limit)
+
+
+def step_top_features(run: DemoRun) -> None:
+    """The B-cell circuit's strongest features (library query ``top_features``)."""
+    from circuitdb.queries import run_rows
+
+    params = {"cell_type": DEMO_A, "limit": 10}
+    rows = run_rows(run.graph, "top_features", params)
+    run.results["top_features"] = {"params": params, "rows": rows}
+    if not run.as_json:
+        shown = [
+            {"layer": r["layer"], "index": r["index"], "influence": round(r["influence"], 4),
+             "direct weight": round(r["direct_weight"] or 0.0, 3), "top genes": " ".join((r["top_genes"] or [])[:5])}
+            for r in rows
+        ]
+        _table(f"top features of the {DEMO_A} circuit", shown)
+
+
+def step_diff(run: DemoRun) -> None:
+    """What differs between the B-cell and monocyte circuits (``circuitdb diff``)."""
+    from circuitdb.queries import circuit_diff
+
+    result = circuit_diff(run.graph, DEMO_A, DEMO_B, limit=10)
+    data = result.as_json()
+    run.results["diff"] = {"a": DEMO_A, "b": DEMO_B, "counts": data["counts"], "features": data["features"]["counts"]}
+    c, f = data["counts"], data["features"]["counts"]
+    info(f"{DEMO_A} vs {DEMO_B}: edges {c['only_a']} only A, {c['only_b']} only B, {c['both']} both; "
+         f"features {f['only_a']} only A, {f['only_b']} only B, {f['both']} both")
+    if not run.as_json:
+        shown = [
+            {"status": r["status"], "layer": r["layer"], "index": r["index"],
+             "influence A": _round(r["influence_a"]), "influence B": _round(r["influence_b"]), "delta": _round(r["delta"])}
+            for r in result.features.to_dict("records")
+        ]
+        _table("top feature changes (by |delta|)", shown)
+
+
+def _round(value: Any) -> Any:
+    try:
+        return None if value is None or value != value else round(float(value), 4)
+    except (TypeError, ValueError):
+        return value
+
+
+DEMO_A = "CD19+ B"
+DEMO_B = "CD14+ Monocyte"
 
 
 #: The demo, in order. Later stages insert their steps here.
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("connect", step_connect),
     ("init schema", step_init_schema),
-    ("load example graph", step_load_example),
-    ("query", step_query),
+    ("export demo circuits", step_export_circuits),
+    (f"top features: {DEMO_A}", step_top_features),
+    (f"diff: {DEMO_A} vs {DEMO_B}", step_diff),
 ]
 
 
