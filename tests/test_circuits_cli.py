@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-pytest.importorskip("circuitdb.attribution.attribute")
 sys.path.insert(0, str(Path(__file__).parent))
 from attr_fixtures import CELL_TYPES, GENES, random_transcoders, tiny_neox, tiny_tokenizer  # noqa: E402
 

@@ -108,10 +108,7 @@ def test_import_twice_same_counts_and_link(tmp_path: Path, embedded_settings: An
 
 @pytest.mark.embedded
 def test_link_cli_on_exported_circuits(tmp_path: Path, embedded_settings: Any) -> None:
-    try:
-        from tests.known_graph import known_circuits
-    except ImportError:  # pragma: no cover
-        from known_graph import known_circuits  # type: ignore[no-redef]
+    from known_graph import known_circuits
     from circuitdb.graph.backend import open_backend
     from circuitdb.graph.schema import apply_schema
     from circuitdb.graph.writer import export_circuits

@@ -14,12 +14,8 @@ from circuitdb.graph.writer import export_circuits, graph_totals
 from circuitdb.loaders.grn import GRN
 from circuitdb.queries import run_rows
 
-try:  # tests/ is a package in some merges and a plain folder in others
-    from tests.graphfix import backend, wipe  # noqa: F401 - fixtures
-    from tests.known_graph import circuit_id, fid, known_circuits
-except ImportError:  # pragma: no cover
-    from graphfix import backend, wipe  # type: ignore[no-redef]  # noqa: F401
-    from known_graph import circuit_id, fid, known_circuits  # type: ignore[no-redef]
+from graphfix import backend, wipe  # noqa: F401 - fixtures
+from known_graph import circuit_id, fid, known_circuits
 
 A1, B1, A2 = circuit_id("A", "D1"), circuit_id("B", "D1"), circuit_id("A", "D2")
 

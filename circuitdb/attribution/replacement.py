@@ -36,7 +36,6 @@ Attention is re-implemented from the module weights (OV circuit per head):
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Mapping, Sequence
@@ -46,6 +45,7 @@ from torch import nn
 
 from circuitdb.errors import InputError
 from circuitdb.loaders.adapters import ArchAdapter, adapter_for
+from circuitdb.transcoder.common import model_fingerprint
 from circuitdb.transcoder.model import CONFIG_NAME, Transcoder
 
 NormKind = Literal["layer", "rms"]
@@ -267,26 +267,6 @@ def load_transcoders(path: str | Path, *, device: str | torch.device = "cpu", dt
         raise InputError(f"no transcoders ({CONFIG_NAME}) under {path}; train them with 'circuitdb train-transcoders'")
     return out
 
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A 16-hex hash of a model's config and weights, the one transcoders record in ``cfg.model``.
-
-    Same recipe as the transcoder trainer's: shape keys of the config, then per
-    tensor its name, a strided sample and its exact sum.
-    """
-    import hashlib
-
-    h = hashlib.sha256()
-    cfg = getattr(model, "config", None)
-    if cfg is not None:
-        keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "vocab_size")
-        h.update(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
-    for name, p in model.state_dict().items():
-        h.update(name.encode())
-        flat = p.detach().to("cpu", torch.float32).contiguous().view(-1)
-        h.update(flat[:: max(1, flat.numel() // 4096)].numpy().tobytes())
-        h.update(repr(float(flat.double().sum())).encode())
-    return h.hexdigest()[:16]
 
 
 def check_transcoders(adapter: ArchAdapter, transcoders: Mapping[int, Transcoder] | Sequence[Transcoder], *,

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 from typing import Any
 
 import click
 
-from circuitdb.cli.console import detail, info, progress, warn
+from circuitdb.cli.console import detail, info, progress
 from circuitdb.errors import InputError
+from circuitdb.loaders.io import read_anndata
+from circuitdb.transcoder.common import model_card
 
 
-def _read_meta(model_dir: Path) -> dict[str, Any]:
-    """The model card ``circuitdb.json`` (label key, top_k, organism, cell types), if any."""
-    p = model_dir / "circuitdb.json"
-    if not p.is_file():
-        return {}
-    try:
-        return dict(json.loads(p.read_text()))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p} is not valid JSON ({exc}); restore it or remove it") from None
+def _no_grad(fn):  # type: ignore[no-untyped-def]
+    """Run ``fn`` without autograd, restoring the grad mode after (commands also run in-process)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _load_model(model_dir: Path, use_f64: bool) -> tuple[Any, Any]:
@@ -30,18 +34,6 @@ def _load_model(model_dir: Path, use_f64: bool) -> tuple[Any, Any]:
     loaded = load_model(model_dir)
     model = loaded.model.double() if use_f64 else loaded.model
     return model.eval(), loaded.tokenizer
-
-
-def _read_data(data: str) -> Any:
-    p = Path(data)
-    if not p.exists():
-        raise InputError(f"data file {p} does not exist; pass an .h5ad or .zarr AnnData")
-    import anndata as ad
-
-    try:
-        return ad.read_zarr(str(p)) if p.suffix == ".zarr" or p.is_dir() else ad.read_h5ad(str(p))
-    except Exception as exc:  # noqa: BLE001 - h5py/zarr raise many types for a corrupt file
-        raise InputError(f"cannot read {p} as AnnData ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); is it a valid .h5ad/.zarr?") from None
 
 
 def _find_cell(adata: Any, cell_id: str, opts: Any) -> Any:
@@ -71,6 +63,7 @@ def _find_cell(adata: Any, cell_id: str, opts: Any) -> Any:
 @click.option("--head-split-nodes", type=int, default=32, show_default=True, help="Nodes whose incoming edges are split per head.")
 @click.option("--float64", "use_f64", is_flag=True, help="Attribute in float64 (exact sums).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .pt (a .json beside it when the exporter is available).")
+@_no_grad
 def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contrast: str | None, answer: str | None,
                   label_key: str | None, top_k: int | None, max_feature_nodes: int, batch_size: int, head_split_nodes: int,
                   use_f64: bool, out: Path) -> None:
@@ -88,13 +81,12 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
 
     if max_feature_nodes < 0 or batch_size < 0 or head_split_nodes < 0:
         raise InputError("--max-feature-nodes, --batch-size and --head-split-nodes must be >= 0")
-    meta = _read_meta(model_dir) if model_dir.is_dir() else {}
+    meta = model_card(model_dir) if model_dir.is_dir() else {}
     label_key = label_key or meta.get("label_key") or "bulk_labels"
     top_k = top_k or int(meta.get("top_k", 0) or 0) or 200
     organism = str(meta.get("organism", DEFAULT_ORGANISM))
     dtype = torch.float64 if use_f64 else torch.float32
-    torch.set_grad_enabled(False)
-    adata = _read_data(data)
+    adata = read_anndata(data, backed=False)
     if label_key not in adata.obs.columns:
         raise InputError(f"--label-key {label_key!r} is not an obs column of {data}; pick one of {list(adata.obs.columns)[:10]}")
     candidates = [str(c) for c in (meta.get("cell_types") or sorted(adata.obs[label_key].astype(str).unique()))]
@@ -123,10 +115,7 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
     m = graph.metadata
     info(f"{m['n_feature_nodes']} features ({m['n_active_features']} active), {m['n_tokens']} tokens, target "
          f"{m['target']['label']!r} = {m['target']['value']:.3f} in {m['seconds']:.1f}s -> {out}")
-    try:
-        from circuitdb.attribution.export import write_neuronpedia  # type: ignore[import-not-found]
-    except ImportError:
-        warn("graph JSON exporter (circuitdb.attribution.export) not installed; wrote the .pt only")
-        return
+    from circuitdb.attribution.export import write_neuronpedia
+
     js = write_neuronpedia(graph, out.with_suffix(".json"), slug=f"{cell_id}")
     info(f"graph JSON -> {js}")

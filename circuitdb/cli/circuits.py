@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import click
 
 from circuitdb.cli.console import detail, info, progress, warn
-from circuitdb.errors import InputError, UsageError
+from circuitdb.errors import InputError
+from circuitdb.transcoder.common import model_card
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -22,16 +22,6 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not out or any(n < 1 for n in out):
         raise InputError(f"--sizes {text!r} needs positive integers; use e.g. 10,25,50")
     return out
-
-
-def _read_meta(model_dir: Path) -> dict[str, Any]:
-    p = model_dir / "circuitdb.json"
-    if not p.is_file():
-        return {}
-    try:
-        return dict(json.loads(p.read_text()))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p} is not valid JSON ({exc}); restore it or remove it") from None
 
 
 def _file_hash(path: Path) -> str:
@@ -88,21 +78,17 @@ def circuits(data: str, model_dir: Path, tc_dir: Path, label_key: str | None, ce
     from circuitdb.loaders.prompts import DEFAULT_ORGANISM, PromptTemplate, build_prompt, gene_token_spans
     from circuitdb.loaders.sentences import SentenceOptions, iter_cell_sentences
 
-    try:
-        from circuitdb.attribution.attribute import answer_target, attribute, transcoders_fingerprint
-        from circuitdb.attribution.replacement import ReplacementModel, load_transcoders, model_fingerprint
-    except ImportError as exc:
-        raise UsageError(f"attribution is not available in this build ({exc}); install a circuitdb with circuitdb.attribution.attribute") from None
+    from circuitdb.attribution.attribute import answer_target, attribute, transcoders_fingerprint
+    from circuitdb.attribution.replacement import ReplacementModel, load_transcoders, model_fingerprint
 
     size_list = _sizes(sizes)
-    meta = _read_meta(model_dir) if model_dir.is_dir() else {}
+    meta = model_card(model_dir) if model_dir.is_dir() else {}
     label_key = label_key or meta.get("label_key") or "bulk_labels"
     top_k = top_k or int(meta.get("top_k", 0) or 0) or 200
     organism = str(meta.get("organism", DEFAULT_ORGANISM))
     template = PromptTemplate(**{k: str(meta[f"{k}_template"]) for k in ("prompt", "answer") if meta.get(f"{k}_template")})
 
-    with dist_context() as ctx:
-        torch.set_grad_enabled(False)
+    with dist_context() as ctx, torch.no_grad():
         loaded = load_model(model_dir)
         model, tokenizer = loaded.model, loaded.tokenizer
         transcoders = load_transcoders(tc_dir)

@@ -154,7 +154,7 @@ def train_cmd(acts: str, layers: str, features: int, k: int, activation: str, l1
 def eval_cmd(model_dir: str, tc_dir: str, data: str, label_key: str, holdout_every: int, top_k: int | None, expr_layer: str, symbol_key: str | None,
              organism: str | None, layers: str | None, batch_size: int, max_cells: int | None, no_accuracy: bool, as_json: bool, table: str | None) -> None:
     """Held-out faithfulness: FVU, L0, dead features, CE recovered, KL and accuracy with transcoders spliced in."""
-    from circuitdb.transcoder.common import check_labels, load_model, read_data, write_json_atomic  # noqa: F401
+    from circuitdb.transcoder.common import check_labels, load_model, read_data
     from circuitdb.transcoder.evaluate import evaluate_transcoders, load_transcoders, markdown_table
 
     opts = _prompt_options(model_dir, label_key, top_k, holdout_every, expr_layer, organism, symbol_key)

@@ -259,7 +259,7 @@ def train(
     -------
     TrainResult
     """
-    from circuitdb.demo.tokenizer import save_tokenizer, tokens_per_gene, train_bpe
+    from circuitdb.demo.tokenizer import tokens_per_gene, train_bpe
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

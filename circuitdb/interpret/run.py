@@ -12,7 +12,6 @@ circuit provenance), so labels land on the same Feature nodes as circuits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,22 +70,10 @@ def load_transcoder_dir(directory: str | Path, layers: Sequence[int] | None = No
 
 
 def transcoder_hash(transcoders: Mapping[int, Transcoder]) -> str:
-    """The transcoder-set hash used in Feature ids (same recipe as attribution's ``transcoders_fingerprint``)."""
-    try:  # the attribution stage owns the recipe; use it when present
-        from circuitdb.attribution.attribute import transcoders_fingerprint  # type: ignore[attr-defined]
+    """The transcoder-set hash used in Feature ids (attribution's ``transcoders_fingerprint``)."""
+    from circuitdb.attribution.attribute import transcoders_fingerprint
 
-        return str(transcoders_fingerprint(transcoders))
-    except ImportError:
-        pass
-    import torch
-
-    h = hashlib.sha256()
-    for layer in sorted(transcoders):
-        tc = transcoders[layer]
-        h.update(json.dumps({"layer": layer, "d_in": tc.cfg.d_in, "d_features": tc.cfg.d_features, "act": tc.cfg.activation,
-                             "model": tc.cfg.model, "data": tc.cfg.data_hash}, sort_keys=True).encode())
-        h.update(tc.W_enc.detach().reshape(-1)[:4096].to(torch.float32).cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return str(transcoders_fingerprint(transcoders))
 
 
 def feature_ids(stats: FeatureStats, tc_hash: str) -> list[str]:

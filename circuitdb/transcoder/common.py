@@ -36,34 +36,16 @@ def in_split(index: int, split: Split, holdout_every: int) -> bool:
 
 # -- loading -------------------------------------------------------------------------
 def load_model(model_dir: str | os.PathLike[str], *, dtype: torch.dtype | None = None) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a local directory, in eval mode.
+    """Load ``(model, tokenizer)`` from a local directory, in eval mode (:func:`circuitdb.loaders.model.load_model`)."""
+    from circuitdb.loaders.model import load_model as _load
 
-    Uses :func:`circuitdb.loaders.model.load_model` when it is installed, else
-    ``AutoModelForCausalLM`` / ``AutoTokenizer`` directly.
-    """
     _quiet_transformers()
     path = Path(model_dir)
     if not path.is_dir():
         raise InputError(f"no model directory {path}; pass --model a directory with config.json and weights")
-    try:
-        from circuitdb.loaders.model import load_model as _load  # type: ignore[import-not-found]
-    except ImportError:
-        _load = None
-    if _load is not None:
-        loaded = _load(str(path), dtype=str(dtype).removeprefix("torch.")) if dtype is not None else _load(str(path))
-        model, tok = (loaded.model, loaded.tokenizer) if hasattr(loaded, "model") else loaded
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if not (path / "config.json").is_file():
-            raise InputError(f"{path} has no config.json; pass --model a Hugging Face model directory")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
-            tok = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot load the model in {path}: {' '.join(str(exc).split())[:200]}") from None
-    model.eval()
-    return model, tok
+    loaded = _load(str(path), dtype=str(dtype).removeprefix("torch.")) if dtype is not None else _load(str(path))
+    loaded.model.eval()
+    return loaded.model, loaded.tokenizer
 
 
 def _quiet_transformers() -> None:
@@ -76,22 +58,10 @@ def _quiet_transformers() -> None:
 
 
 def read_data(path: str | os.PathLike[str]) -> Any:
-    """Read an AnnData (``.h5ad`` / ``.zarr``) through the loaders when present."""
-    try:
-        from circuitdb.loaders.io import read_anndata  # type: ignore[import-not-found]
-    except ImportError:
-        read_anndata = None
-    if read_anndata is not None:
-        return read_anndata(path)
-    import anndata
+    """Read an AnnData (``.h5ad`` / ``.zarr``) through :func:`circuitdb.loaders.io.read_anndata`."""
+    from circuitdb.loaders.io import read_anndata
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"no such file: {p}; pass an .h5ad file")
-    try:
-        return anndata.read_zarr(p) if p.suffix == ".zarr" else anndata.read_h5ad(p)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-        raise InputError(f"cannot read {p} as AnnData: {' '.join(str(exc).split())[:160]}") from None
+    return read_anndata(path)
 
 
 def model_card(model_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -103,8 +73,8 @@ def model_card(model_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
         return {}
     try:
         return dict(json.loads(p.read_text()))
-    except (ValueError, OSError):
-        return {}
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{p} is not valid JSON ({exc}); restore it or remove it") from None
 
 
 def default_top_k(model_dir: str | os.PathLike[str] | None) -> int:

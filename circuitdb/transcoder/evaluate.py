@@ -154,11 +154,9 @@ def _score_fallback(model: Any, prompts: list[CellPrompt], cand_ids: list[list[i
 def score_cells(model: Any, tokenizer: Any, prompts: list[CellPrompt], candidates: list[str], *, answer: str = " {cell_type}.", batch_size: int = 8) -> torch.Tensor:
     """``(cells, candidates)`` summed answer log-probs (the loaders' scorer when available)."""
     texts = [answer.format(cell_type=c) for c in candidates]
-    try:
-        from circuitdb.loaders.scoring import score_candidates  # type: ignore[import-not-found]
-    except ImportError:
-        score_candidates = None
-    if score_candidates is not None and all(p.prompt_text for p in prompts):
+    from circuitdb.loaders.scoring import score_candidates
+
+    if all(p.prompt_text for p in prompts):
         return score_candidates(model, tokenizer, [p.prompt_text for p in prompts], texts, batch_size=batch_size)
     cand_ids = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     return _score_fallback(model, prompts, cand_ids, pad_id_of(tokenizer))
