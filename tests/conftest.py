@@ -114,3 +114,15 @@ def neo4j_settings() -> Settings:
             pytest.fail("NEO4J_URI is not set under CI=true: .ci/run must start Neo4j before the tests")
         pytest.skip("needs a real Neo4j: set NEO4J_URI (bash .ci/run does)")
     return Settings.from_env()
+
+
+@pytest.fixture(autouse=True)
+def _autograd_mode_is_restored() -> Iterator[None]:
+    """Commands run in-process here: none may leave autograd switched off for later tests."""
+    import torch
+
+    before = torch.is_grad_enabled()
+    yield
+    after = torch.is_grad_enabled()
+    torch.set_grad_enabled(before)
+    assert after == before, "this test left torch autograd switched off (use torch.no_grad() as a context)"
