@@ -44,3 +44,11 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 120.0) -> sub
     """Run ``python -m circuitdb ARGS`` with ``env``; output captured as text."""
     return subprocess.run([sys.executable, "-m", "circuitdb", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+def isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ``python -m circuitdb`` subprocess with its own (not yet started) embedded graph."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEO4J_") and not k.startswith("CIRCUITDB_")}
+    env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
+    env.update(extra)
+    return env

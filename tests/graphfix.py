@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from backend_helpers import cli_env
+
 from circuitdb import catalog
 from circuitdb.catalog import CypherStatement
 from circuitdb.graph.writer import export_circuits
@@ -85,19 +87,7 @@ def ci() -> bool:
 
 def cli_env_for(settings: Any, **extra: str) -> dict[str, str]:
     """Environment for a ``python -m circuitdb`` subprocess that uses ``settings``' backend."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
-    env["CIRCUITDB_EMBEDDED_DIR"] = str(settings.embedded_dir)
-    env["CIRCUITDB_EMBEDDED_HEAP"] = settings.embedded_heap
-    env["CIRCUITDB_EMBEDDED_IDLE_S"] = str(settings.embedded_idle_s)
-    if settings.neo4j_uri:
-        env["NEO4J_URI"] = settings.neo4j_uri
-        env["NEO4J_USERNAME"] = settings.neo4j_username
-        if settings.neo4j_password is not None:
-            env["NEO4J_PASSWORD"] = settings.neo4j_password
-        if settings.neo4j_database:
-            env["NEO4J_DATABASE"] = settings.neo4j_database
-    env.update(extra)
-    return env
+    return cli_env(settings, **extra)
 
 
 def settings_of(request: pytest.FixtureRequest, kind: str) -> Any:

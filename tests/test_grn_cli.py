@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import anndata
 import numpy as np
 import pandas as pd
 import pytest
+from backend_helpers import cli_env, isolated_env
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -22,19 +22,11 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
 
 def _env_for(settings: Any) -> dict[str, str]:
     """A subprocess environment using the session's embedded server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
-    env["CIRCUITDB_EMBEDDED_DIR"] = str(settings.embedded_dir)
-    env["CIRCUITDB_EMBEDDED_HEAP"] = settings.embedded_heap
-    env["CIRCUITDB_EMBEDDED_IDLE_S"] = str(settings.embedded_idle_s)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return cli_env(settings, OMP_NUM_THREADS="1")
 
 
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
-    env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return isolated_env(tmp_path, OMP_NUM_THREADS="1")
 
 
 def _h5ad(path: Path, genes: list[str]) -> Path:

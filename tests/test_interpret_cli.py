@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from backend_helpers import cli_env, isolated_env
 import torch
 
 
@@ -21,19 +21,11 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def _env_for(settings: Any) -> dict[str, str]:
     """A subprocess environment using the session's embedded server."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
-    env["CIRCUITDB_EMBEDDED_DIR"] = str(settings.embedded_dir)
-    env["CIRCUITDB_EMBEDDED_HEAP"] = settings.embedded_heap
-    env["CIRCUITDB_EMBEDDED_IDLE_S"] = str(settings.embedded_idle_s)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return cli_env(settings, OMP_NUM_THREADS="1")
 
 
 def _isolated_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEO4J_", "CIRCUITDB_"))}
-    env["CIRCUITDB_EMBEDDED_DIR"] = str(tmp_path / "db")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return isolated_env(tmp_path, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,9 @@ def grn_content_hash(edges_rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(edges_rows, sort_keys=True).encode()).hexdigest()
 
 
-def _batches(runner: Runner, name: str, rows: list[dict[str, Any]], batch_size: int, counts: dict[str, int],
-             total: int, on_progress: ProgressFn | None) -> None:
+def write_checked(runner: Runner, name: str, rows: list[dict[str, Any]], batch_size: int, counts: dict[str, int],
+                  total: int, on_progress: ProgressFn | None) -> None:
+    """Run ``cypher/write/{name}`` over ``rows`` in UNWIND batches; every row must match (``n`` = batch size)."""
     stmt = catalog.load("write", name)
     for i in range(0, len(rows), batch_size):
         batch = rows[i:i + batch_size]
@@ -156,9 +157,9 @@ def import_grn(
         return summary
     total = 1 + len(genes) + len(edge_rows)
     counts: dict[str, int] = {}
-    _batches(runner, "grn", [grn_row], 1, counts, total, on_progress)
-    _batches(runner, "gene", [{"symbol": g} for g in genes], batch_size, counts, total, on_progress)
-    _batches(runner, "regulates", edge_rows, batch_size, counts, total, on_progress)
+    write_checked(runner, "grn", [grn_row], 1, counts, total, on_progress)
+    write_checked(runner, "gene", [{"symbol": g} for g in genes], batch_size, counts, total, on_progress)
+    write_checked(runner, "regulates", edge_rows, batch_size, counts, total, on_progress)
     runner.run(catalog.load("write", "grn_complete"), {"name": grn.name})
     summary.rows = counts
     return summary

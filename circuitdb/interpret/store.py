@@ -21,7 +21,7 @@ import pandas as pd
 
 from circuitdb import catalog
 from circuitdb.catalog import CypherStatement
-from circuitdb.errors import InputError
+from circuitdb.graph.grn import write_checked
 from circuitdb.graph.rows import transcoder_set_node_id
 from circuitdb.interpret.enrichment import interpretable
 from circuitdb.interpret.features import Interpretation
@@ -91,15 +91,6 @@ def store_interpretation(
         res = runner.run(purge, {"ids": [f["id"] for f in feats[i:i + batch_size]]})
         summary.purged += int(res[0]["n"]) if res else 0
     for name, rows in (("feature_interpretation", feats), ("gene_set", sets), ("enriched_for", edges)):
-        stmt = catalog.load("write", name)
-        for i in range(0, len(rows), batch_size):
-            batch = rows[i:i + batch_size]
-            res = runner.run(stmt, {"rows": batch})
-            n = int(res[0]["n"]) if res else 0
-            if n != len(batch):
-                raise InputError(f"write/{name}: {len(batch) - n} of {len(batch)} rows found no end node; rerun")
-            summary.rows[name] = summary.rows.get(name, 0) + len(batch)
-            if on_progress is not None:
-                on_progress(len(batch), total, name)
+        write_checked(runner, name, rows, batch_size, summary.rows, total, on_progress)
     summary.features, summary.gene_sets, summary.enriched_for = len(feats), len(sets), len(edges)
     return summary
