@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from circuitdb.errors import BackendUnavailable
+from circuitdb.graph.process import pid_alive, runs
 from circuitdb.graph.arcade_server import (
     CREDENTIALS_FILE,
     LAST_USED_FILE,
@@ -92,24 +93,8 @@ def touch(data_dir: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):  # reap it if it is our own exited child
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.parent.exists():  # Linux: make sure the pid was not reused by something else
-        try:
-            return MODULE.encode() in cmdline.read_bytes()
-        except OSError:
-            return False
-    return True
+    """Our embedded server runs as ``pid`` (alive, and not a recycled pid)."""
+    return pid_alive(pid) and runs(pid, MODULE)
 
 
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:

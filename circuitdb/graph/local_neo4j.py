@@ -47,6 +47,7 @@ from importlib import resources
 from pathlib import Path
 
 from circuitdb.errors import BackendUnavailable, InputError
+from circuitdb.graph.process import pid_alive, runs
 
 #: Neo4j version the Maven project pins (keep in step with docker/pom.xml).
 NEO4J_VERSION = "5.26.30"
@@ -335,33 +336,9 @@ def _reachable(port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) process; reaps it when it is our exited child."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    return True
-
-
 def _is_launcher(pid: int) -> bool:
     """Guard against a recycled pid: the process must be our launcher (where /proc tells)."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.exists():
-        return True
-    with contextlib.suppress(OSError):
-        return LAUNCHER_JAR.encode() in cmdline.read_bytes()
-    return True
+    return runs(pid, LAUNCHER_JAR)
 
 
 def _read_state(directory: Path) -> LocalNeo4jState | None:
