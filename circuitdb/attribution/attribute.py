@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, model_fingerprint
+from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank, model_fingerprint
 from circuitdb.errors import InputError
 from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
 from circuitdb.loaders.sentences import CellSentence
@@ -56,6 +56,7 @@ from circuitdb.transcoder.model import Transcoder
 TargetKind = Literal["answer", "top"]
 ProgressCallback = Callable[[str, int, int], None]
 _CHUNK_ELEMS = 1 << 24  # ~64 MiB of float32 per temporary
+_DEC_CACHE_BYTES = 512 << 20  # padded per-position decoder rows kept between passes
 
 
 # =========================================================================== targets
@@ -151,6 +152,64 @@ class _Layout:
         self.n = self.bias0 + self.L + 1
 
 
+@dataclass
+class _Grad:
+    """A batch of gradients on the residual stream ``(R, Q, d)``: dense ``D``, or factors ``U @ V``.
+
+    A row that starts at one position has a rank-1 gradient, and each transposed attention
+    layer multiplies the rank by at most ``H + 1``; while the rank is small the factors
+    (``U (R, Q, r)``, ``V (R, r, d)``) make the attention step far cheaper than on ``D``.
+    All maps are exact (the same sums in another order).
+    """
+
+    U: torch.Tensor | None = None
+    V: torch.Tensor | None = None
+    D: torch.Tensor | None = None
+
+    @property
+    def rank(self) -> int:
+        return int(self.V.shape[1]) if self.V is not None else -1
+
+    def dense(self) -> torch.Tensor:
+        if self.D is not None:
+            return self.D
+        assert self.U is not None and self.V is not None
+        return torch.bmm(self.U, self.V)
+
+    def norm_t(self, norm: Any, Q: int) -> "_Grad":
+        """Transposed frozen norm (per-position scale, weight, centring)."""
+        if self.D is not None:
+            return _Grad(D=_norm_t(norm, self.D, Q))
+        assert self.U is not None and self.V is not None
+        V = self.V * norm.weight
+        if norm.kind == "layer":
+            V = V - V.mean(-1, keepdim=True)
+        return _Grad(U=self.U * norm.inv[:Q, None], V=V)
+
+    def right(self, W: torch.Tensor) -> "_Grad":
+        """``g @ W`` for a matrix ``W (d, d')`` acting on the model dimension."""
+        if self.D is not None:
+            return _Grad(D=self.D @ W)
+        return _Grad(U=self.U, V=self.V @ W)  # type: ignore[operator]
+
+    def pos_sum_dot(self, vec: torch.Tensor) -> torch.Tensor:
+        """``sum_p g[:, p] . vec``: ``(R,)`` (a constant term's coefficient)."""
+        if self.D is not None:
+            return self.D.sum(1) @ vec
+        assert self.U is not None and self.V is not None
+        return (self.U.sum(1) * (self.V @ vec)).sum(-1)
+
+    def __add__(self, other: "_Grad") -> "_Grad":
+        if self.D is None and other.D is None:
+            return _Grad(U=torch.cat([self.U, other.U], 2), V=torch.cat([self.V, other.V], 1))  # type: ignore[list-item]
+        return _Grad(D=self.dense() + other.dense())
+
+
+def _lowrank_pays(rank: int, Q: int, d: int, H: int) -> bool:
+    """Whether one transposed attention step on rank-``rank`` factors costs less than on dense rows."""
+    return rank * (2 * d * d + H * Q * Q + Q * d) < 2 * Q * d * d + Q * Q * d
+
+
 class _Engine:
     """Batched transposed passes through a frozen run."""
 
@@ -159,6 +218,8 @@ class _Engine:
         self.lay = _Layout(run)
         self.L = self.lay.L
         self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
+        self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: activation-scaled decoder rows (P, kmax, d)
+        self._dec_bytes = 0
         # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
         for Ly in run.layers:
             assert Ly.feat_pos.numel() == 0 or bool((Ly.feat_pos[1:] >= Ly.feat_pos[:-1]).all())
@@ -186,9 +247,17 @@ class _Engine:
             # decoder rows padded per position -> one batched GEMM over positions
             slot, kmax = self._slots(layer)
             pos, sl = Ly.feat_pos[:n_l], slot[:n_l]
-            dec = torch.zeros(Q, kmax, d, dtype=g_m.dtype, device=g_m.device)
-            dec[pos, sl] = Ly.W_dec[Ly.feat_idx[:n_l]] * Ly.feat_act[:n_l, None]
-            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax)
+            dec = self._dec_cache.get(layer)
+            if dec is None:
+                size = lay.P * kmax * d * g_m.element_size()
+                keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
+                n_b = Ly.feat_pos.numel() if keep else n_l
+                dec = torch.zeros(lay.P if keep else Q, kmax, d, dtype=g_m.dtype, device=g_m.device)
+                dec[Ly.feat_pos[:n_b], slot[:n_b]] = Ly.W_dec[Ly.feat_idx[:n_b]] * Ly.feat_act[:n_b, None]
+                if keep:
+                    self._dec_cache[layer] = dec
+                    self._dec_bytes += size
+            res = torch.bmm(g_m.transpose(0, 1), dec[:Q].transpose(1, 2))  # (Q, R, kmax)
             off = lay.feat_off[layer]
             out[:, off: off + n_l] = res[pos, :, sl].T
         e0 = lay.err0 + layer * lay.P
@@ -203,7 +272,118 @@ class _Engine:
         ``start + 1`` (used for per-head rows). ``diag_only`` keeps only same-position
         attention; ``spawn(layer, g)`` then receives each layer's off-diagonal per-head
         gradients ``(R, H, Q, d)`` at the residual entering that layer.
+
+        Plain rows go through :meth:`_backward_group`, one run of rows with the same layer
+        at a time (pass rows sorted by layer), each pass starting at its own layer and
+        truncated to its own last position.
         """
+        if g_top is None and not diag_only:
+            out = torch.zeros(len(rows), self.lay.n, dtype=self.run.dtype, device=self.run.x0.device)
+            a = 0
+            while a < len(rows):
+                b = a + 1
+                while b < len(rows) and rows[b].layer == rows[a].layer:
+                    b += 1
+                self._backward_group(rows[a:b], out[a:b])
+                a = b
+            return out
+        return self._backward_general(rows, g_top=g_top, start=start, diag_only=diag_only, spawn=spawn)
+
+    def _backward_group(self, rows: Sequence[_Row], out: torch.Tensor, *, diag_only: bool = False,
+                        spawn: Callable[[int, _Grad], None] | None = None) -> None:
+        """Rows injected at the same layer, written into ``out (R, n_sources)`` (zeros on entry).
+
+        The gradient starts as rank 1 per row (one position) and stays factored (:class:`_Grad`)
+        while that is cheaper; then it is dense. ``diag_only``/``spawn`` as in :meth:`_descend`.
+        """
+        run, lay, L = self.run, self.lay, self.L
+        dt, dev = run.dtype, run.x0.device
+        R = len(rows)
+        Q = max(r.pos for r in rows) + 1
+        layer0 = rows[0].layer
+        pos = torch.tensor([r.pos for r in rows], device=dev)
+        vec = torch.stack([r.vec for r in rows]).to(dt)  # (R, d)
+        out[:, lay.bias0 + layer0] += torch.tensor([r.const for r in rows], dtype=dt, device=dev)
+        onehot = torch.zeros(R, Q, 1, dtype=dt, device=dev)
+        onehot[torch.arange(R, device=dev), pos, 0] = 1.0
+        inj = _Grad(U=onehot, V=vec[:, None, :])
+        if layer0 == L:
+            fn = run.final_norm
+            if fn.bias is not None:
+                out[:, lay.bias0 + L] += vec @ fn.bias
+            self._descend(out, inj.norm_t(fn, Q), None, L - 1, Q, diag_only=diag_only, spawn=spawn)
+        else:
+            self._descend(out, None, inj, layer0, Q, diag_only=diag_only, spawn=spawn)
+
+    def _descend(self, out: torch.Tensor, G: _Grad | None, g_u0: _Grad | None, top: int, Q: int, *,
+                 diag_only: bool = False, spawn: Callable[[int, _Grad], None] | None = None) -> None:
+        """Pass a gradient down from layer ``top`` to the embeddings, recording direct effects into ``out``.
+
+        ``G``: the gradient at the residual leaving layer ``top`` (``None``: zero); ``g_u0``: a
+        gradient at layer ``top``'s MLP input (the rows' injection). ``diag_only`` keeps only
+        same-position attention; ``spawn(layer, g)`` then receives each layer's off-diagonal
+        per-head gradients at the residual entering that layer, rows ordered (row, head).
+        """
+        run, lay = self.run, self.lay
+        d = run.x0.shape[1]
+        H = int(run.layers[0].pattern.shape[0]) if self.L else 0
+        for layer in range(top, -1, -1):
+            Ly = run.layers[layer]
+            g_u = g_u0 if layer == top else None
+            if G is not None:
+                g_m = G.norm_t(Ly.post_mlp, Q) if Ly.post_mlp is not None else G
+                self._record_mlp(out, layer, g_m.dense())
+                if Ly.W_skip is not None:
+                    g_u = g_m.right(Ly.W_skip.T) if g_u is None else g_u + g_m.right(Ly.W_skip.T)
+            g_from_u = None
+            if g_u is not None:
+                if Ly.norm_mlp.bias is not None:
+                    out[:, lay.bias0 + layer] += g_u.pos_sum_dot(Ly.norm_mlp.bias)
+                g_from_u = g_u.norm_t(Ly.norm_mlp, Q)
+            if Ly.parallel or g_from_u is None:
+                g_h = G
+            else:
+                g_h = g_from_u if G is None else G + g_from_u
+            if g_h is not None:
+                g_a = g_h.norm_t(Ly.post_attn, Q) if Ly.post_attn is not None else g_h
+                out[:, lay.bias0 + layer] += g_a.pos_sum_dot(Ly.ov.const)
+                pattern = Ly.pattern[:, :Q, :Q]
+                factored = g_a.D is None and _lowrank_pays(g_a.rank, Q, d, H)
+                if diag_only:
+                    diag = torch.diag_embed(pattern.diagonal(dim1=-2, dim2=-1))
+                    if spawn is not None:
+                        spawn(layer, self._cross_heads(Ly, pattern - diag, g_a, Q, factored))
+                    pattern = diag
+                if factored:
+                    g_y = _Grad(*attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V))  # type: ignore[arg-type]
+                else:
+                    g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
+                if Ly.norm_attn.bias is not None:
+                    out[:, lay.bias0 + layer] += g_y.pos_sum_dot(Ly.norm_attn.bias)
+                G = g_h + g_y.norm_t(Ly.norm_attn, Q)
+            if Ly.parallel and g_from_u is not None:
+                G = g_from_u if G is None else G + g_from_u
+            if G is not None and G.D is None and not _lowrank_pays(G.rank, Q, d, H):
+                G = _Grad(D=G.dense())
+        if G is not None:
+            out[:, lay.tok0: lay.tok0 + Q] = (G.dense() * run.x0[:Q]).sum(-1)
+
+    @staticmethod
+    def _cross_heads(Ly: Any, off: torch.Tensor, g_a: _Grad, Q: int, factored: bool) -> _Grad:
+        """Per-head off-diagonal attention of ``g_a`` through the attention norm: rows ``(row, head)``."""
+        H = int(off.shape[0])
+        if factored:
+            assert g_a.U is not None and g_a.V is not None
+            U2, V2 = attn_transpose_lowrank(Ly.ov, off, g_a.U, g_a.V)
+            R, r = g_a.U.shape[0], g_a.U.shape[2]
+            U2 = U2.view(R, Q, H, r).transpose(1, 2).reshape(R * H, Q, r)
+            return _Grad(U=U2, V=V2.reshape(R * H, r, -1)).norm_t(Ly.norm_attn, Q)
+        per_head = attn_transpose(Ly.ov, off, g_a.dense(), per_head=True)  # (R, H, Q, d)
+        return _Grad(D=_norm_t(Ly.norm_attn, per_head.reshape(-1, Q, per_head.shape[-1]), Q))
+
+    def _backward_general(self, rows: Sequence[_Row], *, g_top: torch.Tensor | None = None, start: int | None = None,
+                          diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Dense passes: mixed-layer rows, a given top gradient, or same-position attention only (head split)."""
         run, lay = self.run, self.lay
         L = self.L
         dt, dev = run.dtype, run.x0.device
@@ -271,30 +451,41 @@ class _Engine:
     def head_split(self, rows: Sequence[_Row], col_map: torch.Tensor, n_nodes: int, chunk: int = 64) -> torch.Tensor:
         """Per-head cross-position contributions ``(R, L, H, n_nodes)`` (last-crossing rule).
 
-        ``col_map`` maps each source column to its graph node (index_add).
+        ``col_map`` maps each source column to its graph node (index_add). Each row runs a
+        same-position-only pass; at each layer its off-diagonal attention, per head, is passed
+        down from there (factored while cheap, like :meth:`backward`).
         """
-        run = self.run
+        run, lay = self.run, self.lay
         L, H = self.L, run.layers[0].pattern.shape[0]
         R = len(rows)
         dev = run.x0.device
         res = torch.zeros(R, L, H, n_nodes, dtype=run.dtype, device=dev)
         col_map = col_map.to(dev)
+        a = 0
+        while a < R:
+            b = a + 1
+            while b < R and rows[b].layer == rows[a].layer:
+                b += 1
 
-        def spawn(layer: int, g: torch.Tensor) -> None:
-            flat = g.reshape(R * H, g.shape[2], g.shape[3])
-            for a in range(0, R * H, chunk):
-                part = flat[a: a + chunk]
-                if layer == 0:  # nothing below layer 0 but the embeddings
-                    full = torch.zeros(part.shape[0], self.lay.n, dtype=run.dtype, device=dev)
-                    full[:, self.lay.tok0: self.lay.tok0 + part.shape[1]] = (part * run.x0[: part.shape[1]]).sum(-1)
-                else:
-                    full = self.backward([], g_top=part, start=layer - 1)
-                full[:, self.lay.bias0:] = 0.0  # constants have no position: not part of any crossing
-                mapped = torch.zeros(part.shape[0], n_nodes, dtype=run.dtype, device=dev).index_add_(1, col_map, full)
-                r_idx = torch.arange(a, a + part.shape[0], device=dev)
-                res[r_idx // H, layer, r_idx % H] = mapped
+            def spawn(layer: int, g: _Grad, a: int = a) -> None:
+                n_rows = int((g.U if g.D is None else g.D).shape[0])  # type: ignore[union-attr]
+                Q = int((g.U if g.D is None else g.D).shape[1])  # type: ignore[union-attr]
+                for c in range(0, n_rows, chunk):
+                    part = _Grad(U=g.U[c: c + chunk], V=g.V[c: c + chunk]) if g.D is None else _Grad(D=g.D[c: c + chunk])  # type: ignore[index]
+                    m = int((part.U if part.D is None else part.D).shape[0])  # type: ignore[union-attr]
+                    full = torch.zeros(m, lay.n, dtype=run.dtype, device=dev)
+                    if layer == 0:  # nothing below layer 0 but the embeddings
+                        full[:, lay.tok0: lay.tok0 + Q] = (part.dense() * run.x0[:Q]).sum(-1)
+                    else:
+                        self._descend(full, part, None, layer - 1, Q)
+                    full[:, lay.bias0:] = 0.0  # constants have no position: not part of any crossing
+                    mapped = torch.zeros(m, n_nodes, dtype=run.dtype, device=dev).index_add_(1, col_map, full)
+                    r_idx = torch.arange(c, c + m, device=dev)
+                    res[a + r_idx // H, layer, r_idx % H] = mapped
 
-        self.backward(rows, diag_only=True, spawn=spawn)
+            scratch = torch.zeros(b - a, lay.n, dtype=run.dtype, device=dev)
+            self._backward_group(rows[a:b], scratch, diag_only=True, spawn=spawn)
+            a = b
         return res
 
 

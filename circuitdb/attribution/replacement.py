@@ -142,17 +142,34 @@ def attn_forward(ov: OVWeights, pattern: torch.Tensor, y: torch.Tensor) -> torch
 def attn_transpose(ov: OVWeights, pattern: torch.Tensor, g: torch.Tensor, *, per_head: bool = False) -> torch.Tensor:
     """Transposed frozen attention: ``g (R, P, d)`` at the output -> ``(R, P, d)`` at the input.
 
-    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``. Written as plain matmuls
-    (batched GEMMs), which are several times faster on CPU than the einsum forms.
+    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``. Written as plain GEMMs: one
+    ``(P, P) x (P, R * dh)`` product per head, so the pattern is never copied per row.
     """
     R, P, d = g.shape
     H, dh, _ = ov.W_O.shape
-    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).reshape(R, P, H, dh).transpose(1, 2)  # (R, H, P, dh)
-    z = pattern.transpose(-1, -2) @ z  # (R, H, P, dh): sum_q A[q, p] z[q]
+    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).view(R, P, H, dh).permute(2, 1, 0, 3).reshape(H, P, R * dh)
+    z = torch.bmm(pattern.transpose(1, 2), z).view(H, P, R, dh)  # sum_q A[q, p] z[q]
     if per_head:
-        return z @ ov.W_V.transpose(1, 2)  # (R, H, P, d)
+        return torch.matmul(z.permute(2, 0, 1, 3), ov.W_V.transpose(1, 2))  # (R, H, P, d)
     W_Vt = ov.W_V.transpose(1, 2).reshape(H * dh, d)  # rows (h, e)
-    return (z.transpose(1, 2).reshape(R * P, H * dh) @ W_Vt).reshape(R, P, d)
+    return (z.permute(2, 1, 0, 3).reshape(R * P, H * dh) @ W_Vt).view(R, P, d)
+
+
+def attn_transpose_lowrank(ov: OVWeights, pattern: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transposed frozen attention on a gradient given by factors, ``g = U @ V``.
+
+    ``U (R, P, r)``, ``V (R, r, d)``. Head ``h`` maps ``g`` to ``A_h^T g W_O^h^T W_V^h^T``
+    ``= (A_h^T U) (V W_O^h^T W_V^h^T)``, so the result has rank ``H r``: returns
+    ``U' (R, P, H r)`` and ``V' (R, H r, d)``. Costs ``H P^2 r + 2 r d^2`` per row instead of
+    ``P^2 d + 2 P d^2``: far cheaper while ``r`` is small (rows that start at one position).
+    """
+    R, P, r = U.shape
+    H, dh, d = ov.W_O.shape
+    At = pattern.transpose(1, 2).reshape(H * P, P)  # rows (h, p): A_h[:, p]
+    U2 = (At @ U.permute(1, 0, 2).reshape(P, R * r)).view(H, P, R, r).permute(2, 1, 0, 3).reshape(R, P, H * r)
+    z = (V.reshape(R * r, d) @ ov.W_O.reshape(H * dh, d).T).view(R * r, H, dh).transpose(0, 1)  # (H, R r, dh)
+    V2 = torch.bmm(z, ov.W_V.transpose(1, 2)).view(H, R, r, d).transpose(0, 1).reshape(R, H * r, d)
+    return U2, V2
 
 
 # --------------------------------------------------------------------------- frozen run
