@@ -265,8 +265,9 @@ class _Engine:
         out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
 
     def backward(self, rows: Sequence[_Row], *, g_top: torch.Tensor | None = None, start: int | None = None,
-                 diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Direct effects of every source on each row: ``(R, n_sources)``.
+                 diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """Direct effects of every source on each row: ``(R, n_sources)`` (into ``out`` when given, plain rows only).
 
         ``g_top``/``start``: begin from a given gradient at the residual entering layer
         ``start + 1`` (used for per-head rows). ``diag_only`` keeps only same-position
@@ -278,7 +279,10 @@ class _Engine:
         truncated to its own last position.
         """
         if g_top is None and not diag_only:
-            out = torch.zeros(len(rows), self.lay.n, dtype=self.run.dtype, device=self.run.x0.device)
+            if out is None:
+                out = torch.zeros(len(rows), self.lay.n, dtype=self.run.dtype, device=self.run.x0.device)
+            else:
+                out.zero_()
             a = 0
             while a < len(rows):
                 b = a + 1
@@ -675,14 +679,14 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         return _Row(layer, fp[f], run.layers[layer].W_enc[:, i], b_enc_of[layer][i])
 
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
-    rows_store = torch.zeros(budget, lay.n, dtype=dt, device=run.x0.device)
+    rows_store = torch.empty(budget, lay.n, dtype=dt, device=run.x0.device)
     order: list[int] = []
     if budget == n_feat:
         # every feature: batches sorted by (layer, pos) so each batch is shallow and short
         todo = sorted(range(n_feat), key=lambda f: (fl[f], fp[f]))
         for a in range(0, n_feat, batch_size):
             batch = todo[a: a + batch_size]
-            rows_store[a: a + len(batch)] = eng.backward([feat_row(f) for f in batch])
+            eng.backward([feat_row(f) for f in batch], out=rows_store[a: a + len(batch)])
             order.extend(batch)
             cb("features", len(order), budget)
     else:
@@ -697,15 +701,15 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             # sub-batches of neighbouring (layer, position): each pass stops at its own top
             # layer and is truncated to its own last position
             sub = max(16, batch_size // 8)
-            got = torch.cat([eng.backward([feat_row(f) for f in batch[c: c + sub]]) for c in range(0, len(batch), sub)])
             a = len(order)
-            rows_store[a: a + len(batch)] = got
+            got = rows_store[a: a + len(batch)]  # written in place
+            for c in range(0, len(batch), sub):
+                eng.backward([feat_row(f) for f in batch[c: c + sub]], out=got[c: c + sub])
             order.extend(batch)
             visited[batch] = True
             # each new row passes its own (pre-batch) influence estimate on to its sources
-            w = scores[torch.tensor(batch, device=scores.device)].clamp_min(0)
-            share = got[:, :n_feat].abs() / got.abs().sum(1, keepdim=True).clamp_min(1e-30)
-            scores += w @ share
+            w = scores[torch.tensor(batch, device=scores.device)].clamp_min(0) / got.abs().sum(1).clamp_min(1e-30)
+            scores += w @ got[:, :n_feat].abs()
             cb("features", len(order), budget)
 
     # ---- nodes
@@ -751,7 +755,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     adjacency = torch.zeros(n, n, dtype=dt)
     col_map_dev = col_map.to(run.x0.device)
     kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
-    step = max(1, _CHUNK_ELEMS // max(1, n))
+    step = max(1, _CHUNK_ELEMS // max(1, n, lay.n))  # bounds both the gathered rows and the mapped chunk
     for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
         rows_a = kept_rows[a: a + step].to(run.x0.device)
         mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=run.x0.device).index_add_(1, col_map_dev, rows_store[rows_a])
