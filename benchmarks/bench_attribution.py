@@ -207,13 +207,13 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     rm, ids, tok, info = _setup(args, args.genes)
     base = _rss_now()
-    secs = float("inf")
+    secs = cpu = float("inf")
     with _PeakRSS() as mem:
         for _ in range(args.repeat):  # the best of --repeat runs (the machine is shared)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
                           heads=False, pairs=True)
-            secs = min(secs, time.perf_counter() - t0)
+            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
     head_secs, head_edges = float("nan"), 0
     if args.head_split_nodes >= 0:  # a second attribution, with the per-head split of the target + N features
         t1 = time.perf_counter()
@@ -233,7 +233,7 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
                                                 if g.nodes[j].kind == "feature"}
     sample_edges["target"] = {g.nodes[j].key: float(g.adjacency[tnode, j]) for j in torch.nonzero(g.adjacency[tnode]).flatten().tolist()
                               if g.nodes[j].kind == "feature"}
-    return {"seconds": secs, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
             "features": sample, "target_token": int(g.metadata["target"]["token_id"]), "active": g.metadata["n_active_features"],
             "head_split_seconds": head_secs, "head_edges": head_edges, "edges": sample_edges}
 
@@ -250,14 +250,14 @@ def _worker_ct(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     rm, ids, _, info = _setup(args, args.genes)
     base = _rss_now()
-    secs = float("inf")
+    secs = cpu = float("inf")
     with _PeakRSS() as mem:
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
                           heads=args.head_split_nodes >= 0, head_split_nodes=max(0, args.head_split_nodes), pairs=True)
-            secs = min(secs, time.perf_counter() - t0)
-    return {"seconds": secs, "peak_rss": mem.peak, "model_rss": base, "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": mem.peak, "model_rss": base, "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "tokens": info["tokens"], "active": g.metadata["n_active_features"], "feature_nodes": g.metadata["n_feature_nodes"],
             "nodes": len(g.nodes), "head_edges": int(g.head_edges.shape[0])}
 
@@ -292,7 +292,7 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     rm, ids, tok, info = _setup(args, args.genes)
     spec = json.loads(Path(args.spec).read_text())
     base = _rss_now()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     mem = _PeakRSS().__enter__()
     with torch.no_grad():
         run = rm.run(ids)
@@ -324,14 +324,14 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     y = run.final_norm.apply(x) + (run.final_norm.bias if run.final_norm.bias is not None else 0)
     logit = y[-1] @ run.W_U[:, spec["target_token"]]
     targets = [("target", logit)] + [(f"{f[0]}_{f[2]}_{f[1]}", pre_of[f]) for f in wanted]
-    forward_secs = time.perf_counter() - t0
+    forward_secs, forward_cpu = time.perf_counter() - t0, time.process_time() - c0
     max_diff = 0.0
     max_edge = 0.0
-    back_secs = float("inf")
+    back_secs = back_cpu = float("inf")
     for _ in range(args.repeat):
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         grads_all = [torch.autograd.grad(value, acts + errs + [x0], retain_graph=True, allow_unused=True) for _, value in targets]
-        back_secs = min(back_secs, time.perf_counter() - t1)
+        back_secs, back_cpu = min(back_secs, time.perf_counter() - t1), min(back_cpu, time.process_time() - c1)
     for (name, value), grads in zip(targets, grads_all):
         edges = {}
         for li, L in enumerate(run.layers):
@@ -346,6 +346,7 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
             max_edge = max(max_edge, abs(v))
     mem.__exit__()
     return {"forward_seconds": forward_secs, "backward_seconds_sample": back_secs, "rows_sample": len(targets),
+            "forward_cpu": forward_cpu, "backward_cpu_sample": back_cpu,
             "peak_rss": mem.peak, "model_rss": base,
             "max_edge_diff": max_diff, "max_edge": max_edge}
 
@@ -439,16 +440,19 @@ def main() -> None:
             base = _sub(args, "baseline", n, Path(f.name))
             os.unlink(f.name)
             base_total = base["forward_seconds"] + base["backward_seconds_sample"] / base["rows_sample"] * ours["rows"]
+            base_cpu = base["forward_cpu"] + base["backward_cpu_sample"] / base["rows_sample"] * ours["rows"]
             row = {"model": model_name, "genes": n, "tokens": ours["tokens"], "rows": ours["rows"], "active": ours["active"],
                    "ours_s": ours["seconds"], "ours_peak_gib": ours["peak_rss"] / GIB, "model_gib": ours["model_rss"] / GIB,
                    "ours_over_model_gib": (ours["peak_rss"] - ours["model_rss"]) / GIB,
                    "baseline_s": base_total, "baseline_sample_rows": base["rows_sample"], "baseline_peak_gib": base["peak_rss"] / GIB,
-                   "ratio": base_total / ours["seconds"], "max_edge_diff": base["max_edge_diff"], "max_edge": base["max_edge"],
+                   "ratio": base_total / ours["seconds"], "ours_cpu_s": ours["cpu_seconds"], "baseline_cpu_s": base_cpu,
+                   "cpu_ratio": base_cpu / ours["cpu_seconds"], "max_edge_diff": base["max_edge_diff"], "max_edge": base["max_edge"],
                    "head_split_s": ours["head_split_seconds"], "head_edges": ours["head_edges"]}
             results.append(row)
             print(f"{model_name:10s} genes={n:4d} tokens={row['tokens']:4d} rows={row['rows']:5d} active={row['active']:6d} | "
                   f"ours {row['ours_s']:8.2f}s peak RSS {row['ours_peak_gib']:.2f} GiB (+{row['ours_over_model_gib']:.2f} over the loaded model) | "
-                  f"baseline {row['baseline_s']:8.2f}s (timed on {row['baseline_sample_rows']} rows) | ratio {row['ratio']:6.1f}x | "
+                  f"baseline {row['baseline_s']:8.2f}s (timed on {row['baseline_sample_rows']} rows) | ratio {row['ratio']:6.1f}x "
+                  f"(CPU time {row['ours_cpu_s']:.2f}s vs {row['baseline_cpu_s']:.2f}s: {row['cpu_ratio']:.1f}x) | "
                   f"edge check {row['max_edge_diff']:.1e} of {row['max_edge']:.1e} | attribution+head split {row['head_split_s']:.1f}s", flush=True)
         pts = [(r["tokens"], r["ours_s"]) for r in results if r["model"] == model_name]
         if len(pts) >= 2:

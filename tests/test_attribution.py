@@ -171,7 +171,9 @@ def test_factored_passes_equal_dense_passes(arch: str) -> None:
     eng = _Engine(run)
     rows = [_Row(eng.L, 10, run.W_U[:, 3], 0.5)]
     for Ly in run.layers:
-        rows += [_Row(Ly.index, int(Ly.feat_pos[j]), Ly.W_enc[:, int(Ly.feat_idx[j])], 0.1) for j in (0, 9, len(Ly.feat_pos) - 1)]
+        # features 0 and 1 share position 0: their passes share the position factor
+        rows += [_Row(Ly.index, int(Ly.feat_pos[j]), Ly.W_enc[:, int(Ly.feat_idx[j])], 0.1) for j in (0, 1, 9, len(Ly.feat_pos) - 1)]
+        assert int(Ly.feat_pos[0]) == int(Ly.feat_pos[1])
     dense = eng._backward_general(rows)
     got = eng.backward(rows)
     assert float(dense.abs().max()) > 1.0

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank, model_fingerprint
+from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank
 from circuitdb.errors import InputError
 from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
 from circuitdb.loaders.sentences import CellSentence
@@ -154,27 +154,48 @@ class _Layout:
 
 @dataclass
 class _Grad:
-    """A batch of gradients on the residual stream ``(R, Q, d)``: dense ``D``, or factors ``U @ V``.
+    """A batch of gradients on the residual stream ``(R, Q, d)``: dense ``D``, or factors.
 
+    Factored: row ``i`` is ``U[idx[i]] @ V[i]`` with ``U (n_u, Q, r)`` shared by the rows that
+    started at the same position (``idx (R,)``; ``None``: one ``U`` per row) and ``V (R, r, d)``.
     A row that starts at one position has a rank-1 gradient, and each transposed attention
-    layer multiplies the rank by at most ``H + 1``; while the rank is small the factors
-    (``U (R, Q, r)``, ``V (R, r, d)``) make the attention step far cheaper than on ``D``.
-    All maps are exact (the same sums in another order).
+    layer multiplies the rank by at most ``H + 1``; while the rank is below the number of
+    positions the factors make every step cheaper than on ``D`` (the pattern acts on the few
+    shared ``U``, the weights on the small ``V``). All maps are exact (the same sums in another
+    order).
     """
 
     U: torch.Tensor | None = None
     V: torch.Tensor | None = None
+    idx: torch.Tensor | None = None
     D: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
         return int(self.V.shape[1]) if self.V is not None else -1
 
+    @property
+    def n_rows(self) -> int:
+        return int((self.D if self.D is not None else self.V).shape[0])  # type: ignore[union-attr]
+
+    def rows_U(self) -> torch.Tensor:
+        """``U`` per row ``(R, Q, r)``."""
+        assert self.U is not None
+        return self.U if self.idx is None else self.U[self.idx]
+
     def dense(self) -> torch.Tensor:
         if self.D is not None:
             return self.D
-        assert self.U is not None and self.V is not None
-        return torch.bmm(self.U, self.V)
+        assert self.V is not None
+        return torch.bmm(self.rows_U(), self.V)
+
+    def rows(self, a: int, b: int) -> "_Grad":
+        """Rows ``a:b``."""
+        if self.D is not None:
+            return _Grad(D=self.D[a:b])
+        if self.idx is None:
+            return _Grad(U=self.U[a:b], V=self.V[a:b])  # type: ignore[index]
+        return _Grad(U=self.U, V=self.V[a:b], idx=self.idx[a:b])  # type: ignore[index]
 
     def norm_t(self, norm: Any, Q: int) -> "_Grad":
         """Transposed frozen norm (per-position scale, weight, centring)."""
@@ -184,30 +205,44 @@ class _Grad:
         V = self.V * norm.weight
         if norm.kind == "layer":
             V = V - V.mean(-1, keepdim=True)
-        return _Grad(U=self.U * norm.inv[:Q, None], V=V)
+        return _Grad(U=self.U * norm.inv[:Q, None], V=V, idx=self.idx)
 
     def right(self, W: torch.Tensor) -> "_Grad":
         """``g @ W`` for a matrix ``W (d, d')`` acting on the model dimension."""
         if self.D is not None:
             return _Grad(D=self.D @ W)
-        return _Grad(U=self.U, V=self.V @ W)  # type: ignore[operator]
+        return _Grad(U=self.U, V=self.V @ W, idx=self.idx)  # type: ignore[operator]
 
     def pos_sum_dot(self, vec: torch.Tensor) -> torch.Tensor:
         """``sum_p g[:, p] . vec``: ``(R,)`` (a constant term's coefficient)."""
         if self.D is not None:
             return self.D.sum(1) @ vec
         assert self.U is not None and self.V is not None
-        return (self.U.sum(1) * (self.V @ vec)).sum(-1)
+        u = self.U.sum(1)
+        return ((u if self.idx is None else u[self.idx]) * (self.V @ vec)).sum(-1)
+
+    def dot_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """``g[:, p] . x[p]`` for each position: ``(R, Q)``."""
+        if self.D is not None:
+            return (self.D * x).sum(-1)
+        assert self.V is not None
+        return torch.einsum("rqj,rjq->rq", self.rows_U(), self.V @ x.T)
 
     def __add__(self, other: "_Grad") -> "_Grad":
         if self.D is None and other.D is None:
-            return _Grad(U=torch.cat([self.U, other.U], 2), V=torch.cat([self.V, other.V], 1))  # type: ignore[list-item]
+            assert self.idx is other.idx or (self.idx is not None and other.idx is not None and torch.equal(self.idx, other.idx))
+            return _Grad(U=torch.cat([self.U, other.U], 2), V=torch.cat([self.V, other.V], 1), idx=self.idx)  # type: ignore[list-item]
         return _Grad(D=self.dense() + other.dense())
 
 
-def _lowrank_pays(rank: int, Q: int, d: int, H: int) -> bool:
-    """Whether one transposed attention step on rank-``rank`` factors costs less than on dense rows."""
-    return rank * (2 * d * d + H * Q * Q + Q * d) < 2 * Q * d * d + Q * Q * d
+def _lowrank_pays(g: _Grad, Q: int, d: int, H: int) -> bool:
+    """Whether one layer on ``g``'s factors (weights on ``V``, pattern on the shared ``U``, a dense
+    copy for the records) costs less than on dense rows."""
+    if g.D is not None:
+        return False
+    r, R = g.rank, g.n_rows
+    n_u = int(g.U.shape[0])  # type: ignore[union-attr]
+    return R * r * (2 * d * d + Q * d) + n_u * H * Q * Q * r < R * (2 * Q * d * d + Q * Q * d)
 
 
 class _Engine:
@@ -308,9 +343,10 @@ class _Engine:
         pos = torch.tensor([r.pos for r in rows], device=dev)
         vec = torch.stack([r.vec for r in rows]).to(dt)  # (R, d)
         out[:, lay.bias0 + layer0] += torch.tensor([r.const for r in rows], dtype=dt, device=dev)
-        onehot = torch.zeros(R, Q, 1, dtype=dt, device=dev)
-        onehot[torch.arange(R, device=dev), pos, 0] = 1.0
-        inj = _Grad(U=onehot, V=vec[:, None, :])
+        upos, idx = torch.unique(pos, return_inverse=True)
+        onehot = torch.zeros(int(upos.numel()), Q, 1, dtype=dt, device=dev)
+        onehot[torch.arange(int(upos.numel()), device=dev), upos, 0] = 1.0
+        inj = _Grad(U=onehot, V=vec[:, None, :], idx=idx)
         if layer0 == L:
             fn = run.final_norm
             if fn.bias is not None:
@@ -352,14 +388,15 @@ class _Engine:
                 g_a = g_h.norm_t(Ly.post_attn, Q) if Ly.post_attn is not None else g_h
                 out[:, lay.bias0 + layer] += g_a.pos_sum_dot(Ly.ov.const)
                 pattern = Ly.pattern[:, :Q, :Q]
-                factored = g_a.D is None and _lowrank_pays(g_a.rank, Q, d, H)
+                factored = _lowrank_pays(g_a, Q, d, H)
                 if diag_only:
                     diag = torch.diag_embed(pattern.diagonal(dim1=-2, dim2=-1))
                     if spawn is not None:
                         spawn(layer, self._cross_heads(Ly, pattern - diag, g_a, Q, factored))
                     pattern = diag
                 if factored:
-                    g_y = _Grad(*attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V))  # type: ignore[arg-type]
+                    U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx)  # type: ignore[arg-type]
+                    g_y = _Grad(U=U2, V=V2, idx=g_a.idx)
                 else:
                     g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
                 if Ly.norm_attn.bias is not None:
@@ -367,10 +404,10 @@ class _Engine:
                 G = g_h + g_y.norm_t(Ly.norm_attn, Q)
             if Ly.parallel and g_from_u is not None:
                 G = g_from_u if G is None else G + g_from_u
-            if G is not None and G.D is None and not _lowrank_pays(G.rank, Q, d, H):
+            if G is not None and G.D is None and not _lowrank_pays(G, Q, d, H):
                 G = _Grad(D=G.dense())
         if G is not None:
-            out[:, lay.tok0: lay.tok0 + Q] = (G.dense() * run.x0[:Q]).sum(-1)
+            out[:, lay.tok0: lay.tok0 + Q] = G.dot_positions(run.x0[:Q])
 
     @staticmethod
     def _cross_heads(Ly: Any, off: torch.Tensor, g_a: _Grad, Q: int, factored: bool) -> _Grad:
@@ -378,10 +415,12 @@ class _Engine:
         H = int(off.shape[0])
         if factored:
             assert g_a.U is not None and g_a.V is not None
-            U2, V2 = attn_transpose_lowrank(Ly.ov, off, g_a.U, g_a.V)
-            R, r = g_a.U.shape[0], g_a.U.shape[2]
-            U2 = U2.view(R, Q, H, r).transpose(1, 2).reshape(R * H, Q, r)
-            return _Grad(U=U2, V=V2.reshape(R * H, r, -1)).norm_t(Ly.norm_attn, Q)
+            U2, V2 = attn_transpose_lowrank(Ly.ov, off, g_a.U, g_a.V, g_a.idx)
+            n_u, R, r = g_a.U.shape[0], g_a.V.shape[0], g_a.U.shape[2]
+            U2 = U2.view(n_u, Q, H, r).transpose(1, 2).reshape(n_u * H, Q, r)  # (shared u, head)
+            base = torch.arange(R, device=U2.device) if g_a.idx is None else g_a.idx
+            idx = (base[:, None] * H + torch.arange(H, device=U2.device)).reshape(-1)  # rows (row, head)
+            return _Grad(U=U2, V=V2.reshape(R * H, r, -1), idx=idx).norm_t(Ly.norm_attn, Q)
         per_head = attn_transpose(Ly.ov, off, g_a.dense(), per_head=True)  # (R, H, Q, d)
         return _Grad(D=_norm_t(Ly.norm_attn, per_head.reshape(-1, Q, per_head.shape[-1]), Q))
 
@@ -472,14 +511,14 @@ class _Engine:
                 b += 1
 
             def spawn(layer: int, g: _Grad, a: int = a) -> None:
-                n_rows = int((g.U if g.D is None else g.D).shape[0])  # type: ignore[union-attr]
+                n_rows = g.n_rows
                 Q = int((g.U if g.D is None else g.D).shape[1])  # type: ignore[union-attr]
                 for c in range(0, n_rows, chunk):
-                    part = _Grad(U=g.U[c: c + chunk], V=g.V[c: c + chunk]) if g.D is None else _Grad(D=g.D[c: c + chunk])  # type: ignore[index]
-                    m = int((part.U if part.D is None else part.D).shape[0])  # type: ignore[union-attr]
+                    part = g.rows(c, c + chunk)
+                    m = part.n_rows
                     full = torch.zeros(m, lay.n, dtype=run.dtype, device=dev)
                     if layer == 0:  # nothing below layer 0 but the embeddings
-                        full[:, lay.tok0: lay.tok0 + Q] = (part.dense() * run.x0[:Q]).sum(-1)
+                        full[:, lay.tok0: lay.tok0 + Q] = part.dot_positions(run.x0[:Q])
                     else:
                         self._descend(full, part, None, layer - 1, Q)
                     full[:, lay.bias0:] = 0.0  # constants have no position: not part of any crossing
@@ -540,6 +579,12 @@ def transcoders_fingerprint(transcoders: Mapping[int, Transcoder]) -> str:
                              "model": tc.cfg.model, "data": tc.cfg.data_hash}, sort_keys=True).encode())
         h.update(tc.W_enc.detach().reshape(-1)[:4096].to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _cached_transcoders_fingerprint(rm: ReplacementModel) -> str:
+    if "transcoders" not in rm._fingerprints:
+        rm._fingerprints["transcoders"] = transcoders_fingerprint(rm.transcoders)
+    return rm._fingerprints["transcoders"]
 
 
 # =========================================================================== entry point
@@ -775,10 +820,10 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     values[tnode] = target_value
 
     # ---- influence (for ranking) and head split
-    infl = _node_influence(adjacency, tnode, L + 2)
     if not heads:
         head_edges, head_weights = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, L, int(run.layers[0].pattern.shape[0]) if L else 0, dtype=dt)
     else:
+        infl = _node_influence(adjacency, tnode, L + 2)
         head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
                                                col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
     pair_index, pair_virtual = _pairs(run, nodes, kept, feat_node, lay) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
@@ -796,8 +841,8 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
                    "contrast": tgt.contrast_label, "contrast_token_id": tgt.contrast_token,
                    "answer_prefix": list(tgt.prefix), "value": target_value, "space": "pre-softcap logit"},
         "softcap": run.softcap,
-        "model": model_fingerprint(rm.model),
-        "transcoders": transcoders_fingerprint(rm.transcoders),
+        "model": rm.fingerprint(),
+        "transcoders": _cached_transcoders_fingerprint(rm),
         "arch": rm.adapter.arch,
         "n_layers": L,
         "n_heads": int(run.layers[0].pattern.shape[0]) if L else 0,

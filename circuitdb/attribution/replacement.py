@@ -155,18 +155,20 @@ def attn_transpose(ov: OVWeights, pattern: torch.Tensor, g: torch.Tensor, *, per
     return (z.permute(2, 1, 0, 3).reshape(R * P, H * dh) @ W_Vt).view(R, P, d)
 
 
-def attn_transpose_lowrank(ov: OVWeights, pattern: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transposed frozen attention on a gradient given by factors, ``g = U @ V``.
+def attn_transpose_lowrank(ov: OVWeights, pattern: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
+                           idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transposed frozen attention on a gradient given by factors: row ``i`` is ``U[idx[i]] @ V[i]``.
 
-    ``U (R, P, r)``, ``V (R, r, d)``. Head ``h`` maps ``g`` to ``A_h^T g W_O^h^T W_V^h^T``
-    ``= (A_h^T U) (V W_O^h^T W_V^h^T)``, so the result has rank ``H r``: returns
-    ``U' (R, P, H r)`` and ``V' (R, H r, d)``. Costs ``H P^2 r + 2 r d^2`` per row instead of
-    ``P^2 d + 2 P d^2``: far cheaper while ``r`` is small (rows that start at one position).
+    ``U (n_u, P, r)`` (shared by rows, ``idx=None``: one per row), ``V (R, r, d)``. Head ``h``
+    maps ``g`` to ``A_h^T g W_O^h^T W_V^h^T = (A_h^T U) (V W_O^h^T W_V^h^T)``, so the result has
+    rank ``H r`` with the same ``idx``: returns ``U' (n_u, P, H r)`` and ``V' (R, H r, d)``
+    (rank index ``(h, j)``). Costs ``n_u H P^2 r + 2 R r d^2`` instead of ``R (P^2 d + 2 P d^2)``.
     """
-    R, P, r = U.shape
+    n_u, P, r = U.shape
+    R = V.shape[0]
     H, dh, d = ov.W_O.shape
     At = pattern.transpose(1, 2).reshape(H * P, P)  # rows (h, p): A_h[:, p]
-    U2 = (At @ U.permute(1, 0, 2).reshape(P, R * r)).view(H, P, R, r).permute(2, 1, 0, 3).reshape(R, P, H * r)
+    U2 = (At @ U.permute(1, 0, 2).reshape(P, n_u * r)).view(H, P, n_u, r).permute(2, 1, 0, 3).reshape(n_u, P, H * r)
     z = (V.reshape(R * r, d) @ ov.W_O.reshape(H * dh, d).T).view(R * r, H, dh).transpose(0, 1)  # (H, R r, dh)
     V2 = torch.bmm(z, ov.W_V.transpose(1, 2)).view(H, R, r, d).transpose(0, 1).reshape(R, H * r, d)
     return U2, V2
@@ -334,10 +336,17 @@ class ReplacementModel:
         tcs = dict(transcoders) if isinstance(transcoders, Mapping) else dict(enumerate(transcoders))
         # hash the model only when some transcoder records the model it was trained on
         self.model_hash = model_fingerprint(model) if any(t.cfg.model for t in tcs.values()) else None
+        self._fingerprints: dict[str, str] = {}
         self.transcoders = check_transcoders(self.adapter, tcs, model_hash=self.model_hash)
         cfg = model.config  # type: ignore[attr-defined]
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
         self.softcap = getattr(cfg, "final_logit_softcapping", None) if self.adapter.arch == "gemma2" else None
+
+    def fingerprint(self) -> str:
+        """:func:`model_fingerprint` of the model, computed once (the model is frozen for attribution)."""
+        if "model" not in self._fingerprints:
+            self._fingerprints["model"] = self.model_hash or model_fingerprint(self.model)
+        return self._fingerprints["model"]
 
     @property
     def dtype(self) -> torch.dtype:
