@@ -169,6 +169,14 @@ class _Grad:
     V: torch.Tensor | None = None
     idx: torch.Tensor | None = None
     D: torch.Tensor | None = None
+    point: torch.Tensor | None = None  # (R,) when each row is still zero off its own position
+
+    def at_point(self) -> torch.Tensor:
+        """A point gradient's vector at each row's position: ``(R, d)``."""
+        assert self.point is not None and self.V is not None
+        R = self.V.shape[0]
+        u = self.rows_U()[torch.arange(R, device=self.V.device), self.point]  # (R, r)
+        return torch.bmm(u[:, None, :], self.V)[:, 0]
 
     @property
     def rank(self) -> int:
@@ -177,6 +185,14 @@ class _Grad:
     @property
     def n_rows(self) -> int:
         return int((self.D if self.D is not None else self.V).shape[0])  # type: ignore[union-attr]
+
+    def collapse(self, Q: int) -> "_Grad":
+        """A point gradient as rank 1 (one-hot position factors)."""
+        assert self.point is not None and self.V is not None
+        R = self.V.shape[0]
+        U = torch.zeros(R, Q, 1, dtype=self.V.dtype, device=self.V.device)
+        U[torch.arange(R, device=U.device), self.point, 0] = 1.0
+        return _Grad(U=U, V=self.at_point()[:, None, :], point=self.point)
 
     def rows_U(self) -> torch.Tensor:
         """``U`` per row ``(R, Q, r)``."""
@@ -193,9 +209,10 @@ class _Grad:
         """Rows ``a:b``."""
         if self.D is not None:
             return _Grad(D=self.D[a:b])
+        pt = self.point[a:b] if self.point is not None else None
         if self.idx is None:
-            return _Grad(U=self.U[a:b], V=self.V[a:b])  # type: ignore[index]
-        return _Grad(U=self.U, V=self.V[a:b], idx=self.idx[a:b])  # type: ignore[index]
+            return _Grad(U=self.U[a:b], V=self.V[a:b], point=pt)  # type: ignore[index]
+        return _Grad(U=self.U, V=self.V[a:b], idx=self.idx[a:b], point=pt)  # type: ignore[index]
 
     def norm_t(self, norm: Any, Q: int) -> "_Grad":
         """Transposed frozen norm (per-position scale, weight, centring)."""
@@ -205,13 +222,13 @@ class _Grad:
         V = self.V * norm.weight
         if norm.kind == "layer":
             V = V - V.mean(-1, keepdim=True)
-        return _Grad(U=self.U * norm.inv[:Q, None], V=V, idx=self.idx)
+        return _Grad(U=self.U * norm.inv[:Q, None], V=V, idx=self.idx, point=self.point)
 
     def right(self, W: torch.Tensor) -> "_Grad":
         """``g @ W`` for a matrix ``W (d, d')`` acting on the model dimension."""
         if self.D is not None:
             return _Grad(D=self.D @ W)
-        return _Grad(U=self.U, V=self.V @ W, idx=self.idx)  # type: ignore[operator]
+        return _Grad(U=self.U, V=self.V @ W, idx=self.idx, point=self.point)  # type: ignore[operator]
 
     def pos_sum_dot(self, vec: torch.Tensor) -> torch.Tensor:
         """``sum_p g[:, p] . vec``: ``(R,)`` (a constant term's coefficient)."""
@@ -226,12 +243,19 @@ class _Grad:
         if self.D is not None:
             return (self.D * x).sum(-1)
         assert self.V is not None
+        if self.point is not None:
+            R = self.V.shape[0]
+            res = torch.zeros(R, x.shape[0], dtype=x.dtype, device=x.device)
+            res[torch.arange(R, device=x.device), self.point] = (self.at_point() * x[self.point]).sum(-1)
+            return res
         return torch.einsum("rqj,rjq->rq", self.rows_U(), self.V @ x.T)
 
     def __add__(self, other: "_Grad") -> "_Grad":
         if self.D is None and other.D is None:
             assert self.idx is other.idx or (self.idx is not None and other.idx is not None and torch.equal(self.idx, other.idx))
-            return _Grad(U=torch.cat([self.U, other.U], 2), V=torch.cat([self.V, other.V], 1), idx=self.idx)  # type: ignore[list-item]
+            same = self.point is not None and other.point is not None and torch.equal(self.point, other.point)
+            return _Grad(U=torch.cat([self.U, other.U], 2), V=torch.cat([self.V, other.V], 1), idx=self.idx,  # type: ignore[list-item]
+                         point=self.point if same else None)
         return _Grad(D=self.dense() + other.dense())
 
 
@@ -282,22 +306,50 @@ class _Engine:
             # decoder rows padded per position -> one batched GEMM over positions
             slot, kmax = self._slots(layer)
             pos, sl = Ly.feat_pos[:n_l], slot[:n_l]
-            dec = self._dec_cache.get(layer)
-            if dec is None:
-                size = lay.P * kmax * d * g_m.element_size()
-                keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
-                n_b = Ly.feat_pos.numel() if keep else n_l
-                dec = torch.zeros(lay.P if keep else Q, kmax, d, dtype=g_m.dtype, device=g_m.device)
-                dec[Ly.feat_pos[:n_b], slot[:n_b]] = Ly.W_dec[Ly.feat_idx[:n_b]] * Ly.feat_act[:n_b, None]
-                if keep:
-                    self._dec_cache[layer] = dec
-                    self._dec_bytes += size
+            dec = self._decoder(layer, Q, g_m.dtype)
             res = torch.bmm(g_m.transpose(0, 1), dec[:Q].transpose(1, 2))  # (Q, R, kmax)
             off = lay.feat_off[layer]
             out[:, off: off + n_l] = res[pos, :, sl].T
         e0 = lay.err0 + layer * lay.P
         out[:, e0: e0 + Q] = (g_m * Ly.error[:Q]).sum(-1)
         out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
+
+    def _record_mlp_point(self, out: torch.Tensor, layer: int, pos: torch.Tensor, g: torch.Tensor) -> None:
+        """As :meth:`_record_mlp` for rows whose gradient sits at one position each: ``g (R, d)`` at ``pos (R,)``."""
+        run, lay = self.run, self.lay
+        Ly = run.layers[layer]
+        R = int(g.shape[0])
+        rr = torch.arange(R, device=g.device)
+        if Ly.feat_pos.numel():
+            slot, kmax = self._slots(layer)
+            dec = self._decoder(layer, int(pos.max()) + 1, g.dtype)
+            res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax)
+            first = torch.searchsorted(Ly.feat_pos, pos)
+            count = torch.searchsorted(Ly.feat_pos, pos, right=True) - first
+            j = torch.arange(kmax, device=g.device)
+            mask = j[None, :] < count[:, None]
+            cols = lay.feat_off[layer] + first[:, None] + j[None, :]
+            out[rr[:, None].expand(R, kmax)[mask], cols[mask]] = res[mask]
+        out[rr, lay.err0 + layer * lay.P + pos] = (g * Ly.error[pos]).sum(-1)
+        out[:, lay.bias0 + layer] += g @ Ly.b_dec
+
+    def _decoder(self, layer: int, Q: int, dtype: torch.dtype) -> torch.Tensor:
+        """Activation-scaled decoder rows of ``layer``'s active features padded per position: ``(>= Q, kmax, d)``."""
+        dec = self._dec_cache.get(layer)
+        if dec is not None:
+            return dec
+        lay, Ly = self.lay, self.run.layers[layer]
+        slot, kmax = self._slots(layer)
+        d = Ly.W_dec.shape[1]
+        size = lay.P * kmax * d * Ly.W_dec.element_size()
+        keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
+        n_b = Ly.feat_pos.numel() if keep else int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)))
+        dec = torch.zeros(lay.P if keep else Q, kmax, d, dtype=dtype, device=Ly.W_dec.device)
+        dec[Ly.feat_pos[:n_b], slot[:n_b]] = Ly.W_dec[Ly.feat_idx[:n_b]] * Ly.feat_act[:n_b, None]
+        if keep:
+            self._dec_cache[layer] = dec
+            self._dec_bytes += size
+        return dec
 
     def backward(self, rows: Sequence[_Row], *, g_top: torch.Tensor | None = None, start: int | None = None,
                  diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None,
@@ -346,7 +398,7 @@ class _Engine:
         upos, idx = torch.unique(pos, return_inverse=True)
         onehot = torch.zeros(int(upos.numel()), Q, 1, dtype=dt, device=dev)
         onehot[torch.arange(int(upos.numel()), device=dev), upos, 0] = 1.0
-        inj = _Grad(U=onehot, V=vec[:, None, :], idx=idx)
+        inj = _Grad(U=onehot, V=vec[:, None, :], idx=idx, point=pos)
         if layer0 == L:
             fn = run.final_norm
             if fn.bias is not None:
@@ -372,7 +424,10 @@ class _Engine:
             g_u = g_u0 if layer == top else None
             if G is not None:
                 g_m = G.norm_t(Ly.post_mlp, Q) if Ly.post_mlp is not None else G
-                self._record_mlp(out, layer, g_m.dense())
+                if g_m.point is not None:
+                    self._record_mlp_point(out, layer, g_m.point, g_m.at_point())
+                else:
+                    self._record_mlp(out, layer, g_m.dense())
                 if Ly.W_skip is not None:
                     g_u = g_m.right(Ly.W_skip.T) if g_u is None else g_u + g_m.right(Ly.W_skip.T)
             g_from_u = None
@@ -396,7 +451,7 @@ class _Engine:
                     pattern = diag
                 if factored:
                     U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx)  # type: ignore[arg-type]
-                    g_y = _Grad(U=U2, V=V2, idx=g_a.idx)
+                    g_y = _Grad(U=U2, V=V2, idx=g_a.idx, point=g_a.point if diag_only else None)
                 else:
                     g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
                 if Ly.norm_attn.bias is not None:
@@ -404,6 +459,8 @@ class _Engine:
                 G = g_h + g_y.norm_t(Ly.norm_attn, Q)
             if Ly.parallel and g_from_u is not None:
                 G = g_from_u if G is None else G + g_from_u
+            if G is not None and G.point is not None and G.rank > 1:  # still one position per row: back to rank 1
+                G = G.collapse(Q)
             if G is not None and G.D is None and not _lowrank_pays(G, Q, d, H):
                 G = _Grad(D=G.dense())
         if G is not None:
@@ -724,19 +781,29 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         return _Row(layer, fp[f], run.layers[layer].W_enc[:, i], b_enc_of[layer][i])
 
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
-    rows_store = torch.empty(budget, lay.n, dtype=dt, device=run.x0.device)
-    order: list[int] = []
+    dev = run.x0.device
     if budget == n_feat:
-        # every feature: batches sorted by (layer, pos) so each batch is shallow and short
-        todo = sorted(range(n_feat), key=lambda f: (fl[f], fp[f]))
+        # every feature, in layout order (sorted by layer, position): each batch is shallow and
+        # short, and its rows go straight into the adjacency (feature f is node f)
+        kept = list(range(n_feat))
+        lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
+        nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
+        n = len(nodes)
+        adjacency = torch.zeros(n, n, dtype=dt)
+        col_map_dev = col_map.to(dev)
         for a in range(0, n_feat, batch_size):
-            batch = todo[a: a + batch_size]
-            eng.backward([feat_row(f) for f in batch], out=rows_store[a: a + len(batch)])
-            order.extend(batch)
-            cb("features", len(order), budget)
+            batch = kept[a: a + batch_size]
+            rows = eng.backward([feat_row(f) for f in batch])
+            if adjacency.device == dev:
+                adjacency[a: a + len(batch)].index_add_(1, col_map_dev, rows)
+            else:
+                adjacency[a: a + len(batch)] = torch.zeros(len(batch), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows).cpu()
+            cb("features", a + len(batch), budget)
     else:
-        scores = torch.zeros(n_feat, dtype=dt, device=run.x0.device)
-        visited = torch.zeros(n_feat, dtype=torch.bool, device=run.x0.device)
+        rows_store = torch.empty(budget, lay.n, dtype=dt, device=dev)
+        order: list[int] = []
+        scores = torch.zeros(n_feat, dtype=dt, device=dev)
+        visited = torch.zeros(n_feat, dtype=torch.bool, device=dev)
         scores += _influence_share(t_rows[0], n_feat)
         while len(order) < budget:
             cand = scores.masked_fill(visited, -1.0)
@@ -753,60 +820,25 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             order.extend(batch)
             visited[batch] = True
             # each new row passes its own (pre-batch) influence estimate on to its sources
-            w = scores[torch.tensor(batch, device=scores.device)].clamp_min(0) / got.abs().sum(1).clamp_min(1e-30)
+            w = scores[torch.tensor(batch, device=dev)].clamp_min(0) / got.abs().sum(1).clamp_min(1e-30)
             scores += w @ got[:, :n_feat].abs()
             cb("features", len(order), budget)
-
-    # ---- nodes
-    kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
-    row_of = {f: i for i, f in enumerate(order)}
-    nodes: list[GraphNode] = []
-    col_map = torch.empty(lay.n, dtype=torch.long)
-    feat_node = {}
-    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+        kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
+        lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
+        nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
+        n = len(nodes)
+        row_of = {f: i for i, f in enumerate(order)}
+        adjacency = torch.zeros(n, n, dtype=dt)
+        col_map_dev = col_map.to(dev)
+        kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
+        step = max(1, _CHUNK_ELEMS // max(1, n, lay.n))  # bounds both the gathered rows and the mapped chunk
+        for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
+            rows_a = kept_rows[a: a + step].to(dev)
+            mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows_store[rows_a])
+            adjacency[a: a + rows_a.numel()] = mapped.cpu()
+        del rows_store
+    adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
     pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
-    for f in kept:
-        feat_node[f] = len(nodes)
-        nodes.append(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]))
-    err_node0 = len(nodes)
-    for layer in range(L):
-        for p in range(P):
-            nodes.append(GraphNode("error", layer=layer, pos=p))
-    col_map[lay.err0: lay.tok0] = torch.arange(err_node0, err_node0 + L * P)
-    kept_mask = torch.zeros(n_feat, dtype=torch.bool)
-    kept_mask[kept] = True
-    col_map[:n_feat] = err_node0 + feat_layer * P + feat_pos  # dropped features fold into their error node
-    for f in kept:
-        col_map[f] = feat_node[f]
-    gene_of_pos: dict[int, int] = {}
-    for sp in prep.spans:
-        gene_of_pos.update({p: len(nodes) for p in range(sp.start, sp.end)})
-        nodes.append(GraphNode("gene", pos=sp.start, span_end=sp.end, gene=sp.gene))
-    for p in range(P):
-        if p not in gene_of_pos:
-            gene_of_pos[p] = len(nodes)
-            nodes.append(GraphNode("token", pos=p, token=_decode(tokenizer, int(run.input_ids[p]))))
-    col_map[lay.tok0: lay.bias0] = torch.tensor([gene_of_pos[p] for p in range(P)], dtype=torch.long)
-    bias_node0 = len(nodes)
-    for layer in range(L + 1):
-        nodes.append(GraphNode("bias", layer=layer))
-    col_map[lay.bias0:] = torch.arange(bias_node0, bias_node0 + L + 1)
-    tnode = len(nodes)
-    label = tgt.label if tgt.contrast_label is None else f"{tgt.label} - {tgt.contrast_label}"
-    nodes.append(GraphNode("target", pos=q, index=tgt.token, label=label, token=_decode(tokenizer, tgt.token)))
-    n = len(nodes)
-
-    # ---- adjacency
-    adjacency = torch.zeros(n, n, dtype=dt)
-    col_map_dev = col_map.to(run.x0.device)
-    kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
-    step = max(1, _CHUNK_ELEMS // max(1, n, lay.n))  # bounds both the gathered rows and the mapped chunk
-    for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
-        rows_a = kept_rows[a: a + step].to(run.x0.device)
-        mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=run.x0.device).index_add_(1, col_map_dev, rows_store[rows_a])
-        adjacency[a: a + rows_a.numel()] = mapped.cpu()
-    adjacency[tnode] = torch.zeros(n, dtype=dt, device=run.x0.device).index_add_(0, col_map_dev, t_rows[0]).cpu()
-    del rows_store
 
     # ---- values
     values = torch.zeros(n, dtype=dt)
@@ -857,6 +889,43 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     }
     return AttributionGraph(nodes=nodes, adjacency=adjacency, head_edges=head_edges, head_weights=head_weights, values=values,
                             metadata=metadata, pair_index=pair_index, pair_virtual=pair_virtual)
+
+
+def _node_layout(run: FrozenRun, lay: _Layout, prep: _Prepared, tokenizer: Any, tgt: Target, kept: list[int], fl: list[int],
+                 fp: list[int], fi: list[int], feat_layer: torch.Tensor, feat_pos: torch.Tensor
+                 ) -> tuple[list[GraphNode], torch.Tensor, dict[int, int], int, dict[int, int], int, int]:
+    """Graph nodes for the ``kept`` features (sorted), and each source column's node.
+
+    Returns ``(nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode)``; dropped
+    features' columns map to their error node.
+    """
+    L, P = lay.L, lay.P
+    nodes: list[GraphNode] = []
+    col_map = torch.empty(lay.n, dtype=torch.long)
+    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+    feat_node = {f: i for i, f in enumerate(kept)}
+    nodes.extend(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]) for f in kept)
+    err_node0 = len(nodes)
+    nodes.extend(GraphNode("error", layer=layer, pos=p) for layer in range(L) for p in range(P))
+    col_map[lay.err0: lay.tok0] = torch.arange(err_node0, err_node0 + L * P)
+    col_map[: lay.n_feat] = err_node0 + feat_layer * P + feat_pos  # dropped features fold into their error node
+    col_map[torch.tensor(kept, dtype=torch.long)] = torch.arange(len(kept))
+    gene_of_pos: dict[int, int] = {}
+    for sp in prep.spans:
+        gene_of_pos.update({p: len(nodes) for p in range(sp.start, sp.end)})
+        nodes.append(GraphNode("gene", pos=sp.start, span_end=sp.end, gene=sp.gene))
+    for p in range(P):
+        if p not in gene_of_pos:
+            gene_of_pos[p] = len(nodes)
+            nodes.append(GraphNode("token", pos=p, token=_decode(tokenizer, int(run.input_ids[p]))))
+    col_map[lay.tok0: lay.bias0] = torch.tensor([gene_of_pos[p] for p in range(P)], dtype=torch.long)
+    bias_node0 = len(nodes)
+    nodes.extend(GraphNode("bias", layer=layer) for layer in range(L + 1))
+    col_map[lay.bias0:] = torch.arange(bias_node0, bias_node0 + L + 1)
+    tnode = len(nodes)
+    label = tgt.label if tgt.contrast_label is None else f"{tgt.label} - {tgt.contrast_label}"
+    nodes.append(GraphNode("target", pos=P - 1, index=tgt.token, label=label, token=_decode(tokenizer, tgt.token)))
+    return nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode
 
 
 def _target_prob(run: FrozenRun, tgt: Target) -> float:
