@@ -727,7 +727,7 @@ def attribute(
     elif target != "top":
         raise InputError(f"target must be 'answer' or 'top', not {target!r}")
     rm.check_length(len(prep.ids))
-    run = rm.run(prep.ids, dtype=dtype)
+    run = rm.run(prep.ids, dtype=dtype, all_logits=False)
     cb("forward", 1, 1)
     logits = run.pre_softcap_logits(-1)
     if tgt is None:

@@ -210,7 +210,7 @@ class FrozenRun:
     final_norm: FrozenNorm
     W_U: torch.Tensor  # (d, V)
     b_U: torch.Tensor | None  # (V,)
-    logits: torch.Tensor  # (P, V) the model's own logits (post-softcap for Gemma)
+    logits: torch.Tensor  # (P, V) the model's own logits (post-softcap for Gemma); (1, V) with run(all_logits=False)
     resid: list[torch.Tensor] = field(default_factory=list)  # frozen-model residual entering each layer, then final
     resid_model: list[torch.Tensor] = field(default_factory=list)  # the HF model's own residuals (same up to round-off)
     softcap: float | None = None
@@ -410,11 +410,13 @@ class ReplacementModel:
                 h.remove()
 
     @torch.no_grad()
-    def run(self, input_ids: torch.Tensor | Sequence[int], *, dtype: torch.dtype | None = None) -> FrozenRun:
+    def run(self, input_ids: torch.Tensor | Sequence[int], *, dtype: torch.dtype | None = None, all_logits: bool = True) -> FrozenRun:
         """Run the real model once and freeze it into a :class:`FrozenRun`.
 
         ``dtype`` is the dtype of the frozen tensors (default: the model's). For exact
-        float64 checks load the model itself in float64.
+        float64 checks load the model itself in float64. ``all_logits=False`` keeps only the
+        last position's logits (``FrozenRun.logits`` is then ``(1, V)``), skipping the
+        unembedding of every other position.
         """
         ids = self._ids(input_ids)
         ad = self.adapter
@@ -453,7 +455,7 @@ class ReplacementModel:
                     handles.append(mod.register_forward_pre_hook(cap_in(f"{i}.{nm}"), with_kwargs=True))
             handles.append(ad.final_norm.register_forward_pre_hook(cap_in("final"), with_kwargs=True))
             with self._eager():
-                logits = self.model(ids[None]).logits[0].detach()
+                logits = self.model(ids[None], logits_to_keep=0 if all_logits else 1).logits[0].detach()
         finally:
             for h in handles:
                 h.remove()
@@ -492,14 +494,17 @@ class ReplacementModel:
             u = n_mlp.apply(x if ad.parallel_residual else h) + (n_mlp.bias if n_mlp.bias is not None else 0)
             pre = u @ W_enc + b_enc
             act = tc.activation(pre)
-            tc_out = act @ W_dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             pos, idx = (act != 0).nonzero(as_tuple=True)
+            f_act = act[pos, idx]
+            # sparse decode: only the active features' decoder rows
+            dec = torch.zeros_like(u).index_add_(0, pos, f_act[:, None] * W_dec[idx])
+            tc_out = dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             x = h + (post_mlp.apply(m_true) if post_mlp is not None else m_true)
             resid.append(x)
             layers.append(FrozenLayer(
                 index=i, parallel=ad.parallel_residual, norm_attn=n_attn, norm_mlp=n_mlp, post_attn=post_attn, post_mlp=post_mlp,
                 pattern=pattern, ov=ov, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, W_skip=W_skip,
-                mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=act[pos, idx], feat_pre=pre[pos, idx],
+                mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=f_act, feat_pre=pre[pos, idx],
             ))
         unembed = self.model.get_output_embeddings()  # type: ignore[operator]  # lm_head (transformers 5) / embed_out
         W_U = unembed.weight.detach().to(dt).T
