@@ -266,7 +266,7 @@ def ct_bench(tokens: list[int], *, threads: int = 2, max_feature_nodes: int = CT
              batch_size: int = 0, repeat: int = 1) -> list[dict[str, Any]]:
     """Our engine in the circuit-tracer comparison setting, one fresh subprocess per prompt length.
 
-    Returns one dict per length: ``tokens``, ``seconds``, ``peak_gib`` (sampled peak RSS during
+    Returns one dict per length: ``tokens``, ``seconds`` (wall), ``cpu_seconds`` (all threads), ``peak_gib`` (sampled peak RSS during
     attribution), ``max_rss_gib`` (the process's peak RSS, model set-up included), ``model_gib``
     (RSS with the model and transcoders loaded), ``active`` features, ``feature_nodes``, ``nodes``,
     ``head_edges``, and circuit-tracer's reference seconds/GiB on this machine where known.
@@ -278,7 +278,7 @@ def ct_bench(tokens: list[int], *, threads: int = 2, max_feature_nodes: int = CT
     for n in tokens:
         r = _sub(ns, "ct", n)
         ref_s, ref_gib = CT_REFERENCE.get(n, (float("nan"), float("nan")))
-        out.append({"tokens": n, "seconds": r["seconds"], "peak_gib": r["peak_rss"] / GIB, "max_rss_gib": r["max_rss"] / GIB,
+        out.append({"tokens": n, "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"], "peak_gib": r["peak_rss"] / GIB, "max_rss_gib": r["max_rss"] / GIB,
                     "model_gib": r["model_rss"] / GIB, "active": r["active"], "feature_nodes": r["feature_nodes"], "nodes": r["nodes"],
                     "head_edges": r["head_edges"], "ct_reference_s": ref_s, "ct_reference_gib": ref_gib})
     return out
@@ -415,7 +415,7 @@ def main() -> None:
                         repeat=args.repeat)
         for r in rows:
             ratio = r["ct_reference_s"] / r["seconds"]
-            print(f"ct tokens={r['tokens']:4d} active={r['active']:6d} feature nodes={r['feature_nodes']:5d} | ours {r['seconds']:7.2f}s "
+            print(f"ct tokens={r['tokens']:4d} active={r['active']:6d} feature nodes={r['feature_nodes']:5d} | ours {r['seconds']:7.2f}s (CPU {r['cpu_seconds']:.1f}s) "
                   f"peak RSS {r['peak_gib']:.2f} GiB (process max {r['max_rss_gib']:.2f}, model+transcoders {r['model_gib']:.2f}) | "
                   f"circuit-tracer reference {r['ct_reference_s']:.0f}s {r['ct_reference_gib']:.1f} GiB -> {ratio:.1f}x", flush=True)
         pts = [(r["tokens"], r["seconds"]) for r in rows]
