@@ -7,7 +7,7 @@ The exporter CREATEs a circuit's relationships (after purging a partly written c
 batches shared by several circuits. The naive baseline is what a first attempt looks like: one
 transaction per relationship, MERGEd between its two end nodes on a per-circuit key (the
 exporter's earlier statement, which avoids the quadratic MERGE-on-indexed-property plan).
-Before timing, a small warm-up export (wiped again) lets the server compile the statements and
+Before timing, two warm-up exports of 4 circuits (wiped again) let the server compile the statements and
 the JVM warm up, so the numbers are steady-state rates, not first-query compile time.
 
     python benchmarks/bench_export.py [--circuits 20] [--edges 5000] [--baseline-rows 2000] [--backend neo4j|embedded|both]
@@ -94,10 +94,11 @@ def bench(kind: str, n_circuits: int, n_edges: int, baseline_rows: int, batch_si
         apply_schema(graph)
         wipe(graph)
         # warm-up (not timed): compile the write statements, warm the JVM, then start from an empty graph
-        export_circuits(graph, make_circuits(2, min(n_edges, 2000), prefix="warmup", seed0=500), batch_size=batch_size)
-        for name, row in naive_rows(graph, 50):
-            graph.run(NAIVE[name], row)
-        wipe(graph)
+        for _ in range(2):
+            export_circuits(graph, make_circuits(4, n_edges, prefix="warmup", seed0=500), batch_size=batch_size)
+            for name, row in naive_rows(graph, 100):
+                graph.run(NAIVE[name], row)
+            wipe(graph)
         t0 = time.perf_counter()
         summary = export_circuits(graph, circuits, batch_size=batch_size)
         dt = time.perf_counter() - t0
