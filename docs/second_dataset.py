@@ -101,6 +101,8 @@ def data_section(adata: Any) -> list[str]:
     pbmc_expr = np.asarray((pbmc.raw.X > 0).sum(1)).ravel()
     top40, _ = cell_sentences(adata, SentenceOptions(top_k=TOP_K, layer="X"))
     frac_in = np.array([np.mean([g in panel for g in s.genes]) for s in top40])
+    oov = Counter(g for s in top40 for g in s.genes if g not in panel)
+    oov_top = ", ".join(f"*{g}* ({100 * n / len(top40):.0f}%)" for g, n in oov.most_common(6))
     counts = adata.layers["counts"]
     in_panel = adata.var["in_panel"].to_numpy()
     share = np.asarray(counts[:, in_panel].sum(1)).ravel() / np.asarray(counts.sum(1)).ravel()
@@ -147,8 +149,8 @@ def data_section(adata: Any) -> list[str]:
         ], ["", "value"]),
         "",
         f"The last two rows are what restricting `.raw` costs: without it, a median {100 * (1 - np.median(frac_in)):.0f}% of a "
-        f"cell's top-{TOP_K} sentence (the demo model's top-k) would be genes the model has never seen (ribosomal, mitochondrial, "
-        "*MALAT1* ...). " + (f"With it, every cell still has at least {e['min']:.0f} expressed panel genes, more than the {TOP_K} a "
+        f"cell's top-{TOP_K} sentence (the demo model's top-k) would be genes the model has never seen; the most frequent "
+        f"(share of cells): {oov_top}. " + (f"With it, every cell still has at least {e['min']:.0f} expressed panel genes, more than the {TOP_K} a "
                             "prompt holds." if e["min"] >= TOP_K else
                             f"With it, {int((adata.obs['n_raw_genes'] < TOP_K).sum())} cells have fewer than the {TOP_K} panel genes a "
                             "prompt can hold, so their prompts are shorter."),
