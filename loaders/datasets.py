@@ -313,6 +313,10 @@ def c2s_normalise(
     read_upper = {g.upper() for g in counts.genes}
     kept_upper = set(upper)
     present = [u for u in names if u in kept_upper]
+    if not present:
+        example = next(iter(names.values()), None)
+        raise InputError(f"none of the {len(names)} {panel_name} panel genes (e.g. {example!r}) is among the data's kept genes "
+                         f"(e.g. {genes[0]!r}); check that the header holds gene symbols, or pass --genes all")
     pos = {u: i for i, u in enumerate(present)}
     cols = [j for j, u in enumerate(upper) if u in pos]
     summer = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (cols, [pos[upper[j]] for j in cols])),

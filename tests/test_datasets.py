@@ -178,6 +178,12 @@ def test_failed_download_exits_2_with_pips_reason(tmp_path):
     assert not out.exists()
 
 
+def test_panel_without_any_data_gene_is_an_error(tmp_path):
+    counts = read_count_csv(write_csv(tmp_path / "c.csv", counts_matrix()))
+    with pytest.raises(InputError, match="none of the 2 mine panel genes"):
+        c2s_normalise(counts, OPTS, panel=["ENSG000001", "ENSG000002"], panel_name="mine")
+
+
 def test_c2s_options_are_checked():
     with pytest.raises(InputError, match="target-sum"):
         C2SNormalisation(target_sum=0)
