@@ -140,7 +140,8 @@ def _neox_fields(cfg: Any) -> dict[str, Any]:
 
 def build_setting(out_dir: str | Path, *, n_layers: int = 4, d_model: int = 256, n_heads: int = 4, d_mlp: int = 1024,
                   vocab: int = 50304, max_positions: int = 2048, rotary_pct: float = 0.25, features: int = 16384,
-                  active_per_position: float = 44.0, seed: int = 0, calib_tokens: int = 128) -> dict[str, Any]:
+                  active_per_position: float = 44.0, seed: int = 0, calib_tokens: int = 128,
+                  centre_unembed: bool = True) -> dict[str, Any]:
     """Build and save the comparison model and transcoders under ``out_dir``.
 
     Writes ``model/`` (Hugging Face ``save_pretrained``), ``transcoders/layer_{i}/``
@@ -160,6 +161,9 @@ def build_setting(out_dir: str | Path, *, n_layers: int = 4, d_model: int = 256,
         Seeds the weights and the calibration prompt.
     calib_tokens
         Length of the calibration prompt.
+    centre_unembed
+        Centre the unembedding over the vocabulary, so the mean logit is 0 and
+        circuit-tracer's demeaned logit equals the raw logit.
 
     Returns
     -------
@@ -187,7 +191,8 @@ def build_setting(out_dir: str | Path, *, n_layers: int = 4, d_model: int = 256,
             elif name.endswith("bias"):
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
         W_U = model.get_output_embeddings().weight  # (vocab, d): centred over the vocabulary -> the mean logit is 0
-        W_U.sub_(W_U.mean(0, keepdim=True))
+        if centre_unembed:
+            W_U.sub_(W_U.mean(0, keepdim=True))
     model.save_pretrained(out / "model")
 
     # calibrate one encoder bias per layer on a separate prompt
@@ -215,7 +220,8 @@ def build_setting(out_dir: str | Path, *, n_layers: int = 4, d_model: int = 256,
             active.append(float((tc.encode(mlp_in[layer]) > 0).sum(-1).float().mean()))
         tc.save(out / "transcoders" / f"layer_{layer}")
     info = {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads, "d_mlp": d_mlp, "vocab": vocab,
-            "max_positions": max_positions, "features": features, "seed": seed, **_neox_fields(model.config),
+            "max_positions": max_positions, "features": features, "seed": seed, "centre_unembed": centre_unembed,
+            **_neox_fields(model.config),
             "active_per_position_calibration": active}
     (out / "setting.json").write_text(json.dumps(info, indent=2))
     return info
@@ -247,6 +253,8 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
                            "tokens": int(ids.numel()), "active": int(g.metadata.get("n_active_features", -1)),
                            "kept": sum(1 for nd in g.nodes if nd.kind == "feature"),
                            "target_token": int(g.metadata["target"]["token_id"])}
+    if args.baseline_rows > 0:  # after the peak above was read
+        res["baseline"] = _baseline(rm, ids, g, args.baseline_rows)
     if args.dump:
         feats = [(i, nd) for i, nd in enumerate(g.nodes) if nd.kind == "feature"]
         tnode = int(g.indices("target")[0])
@@ -256,6 +264,49 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
                     "adjacency": g.adjacency[rows][:, [i for i, _ in feats]].clone(),
                     "target_token": res["target_token"]}, args.dump)
     return res
+
+
+def _baseline(rm: Any, ids: Any, g: Any, n_rows: int) -> dict[str, Any]:
+    """The straightforward baseline: one autograd pass per graph row, timed on ``n_rows`` of them.
+
+    One forward of the frozen model (``FrozenRun.linear_forward``) with autograd from
+    leaves at every source (feature activations, errors, embeddings), then one
+    ``torch.autograd.grad`` per row (the target logit and an even sample of the kept
+    features). Seconds for the whole graph = forward + mean backward x (kept + 1).
+    Its feature -> row edges are checked against ``attribute()``'s.
+    """
+    import torch
+
+    with torch.enable_grad():
+        t0 = time.perf_counter()
+        run = rm.run(ids)
+        acts = [L.feat_act.clone().requires_grad_(True) for L in run.layers]
+        for L in run.layers:
+            L.error = L.error.clone().requires_grad_(True)
+        run.x0 = run.x0.clone().requires_grad_(True)
+        leaves = acts + [L.error for L in run.layers] + [run.x0]
+        _, mlp_ins, logits = run.linear_forward(acts)
+        fwd = time.perf_counter() - t0
+        where = [{(p, i): j for j, (p, i) in enumerate(zip(L.feat_pos.tolist(), L.feat_idx.tolist()))} for L in run.layers]
+        feats = [(k, nd) for k, nd in enumerate(g.nodes) if nd.kind == "feature"]
+        tnode = int(g.indices("target")[0])
+        stride = max(1, len(feats) // max(1, n_rows - 1))
+        rows = [(tnode, logits[-1, int(g.metadata["target"]["token_id"])])]
+        for k, nd in feats[::stride][: n_rows - 1]:
+            L = run.layers[nd.layer]
+            rows.append((k, mlp_ins[nd.layer][nd.pos] @ L.W_enc[:, nd.index] + L.b_enc[nd.index]))
+        t1 = time.perf_counter()
+        grads = [torch.autograd.grad(v, leaves, retain_graph=True, allow_unused=True) for _, v in rows]
+        back = (time.perf_counter() - t1) / len(rows)
+    diff = scale = 0.0
+    for (k, _), gr in zip(rows, grads):
+        for src, nd in feats:
+            gl = gr[nd.layer]
+            j = where[nd.layer][(nd.pos, nd.index)]
+            e = float(gl[j] * acts[nd.layer][j]) if gl is not None else 0.0
+            diff, scale = max(diff, abs(e - float(g.adjacency[k, src]))), max(scale, abs(e))
+    return {"forward_s": fwd, "backward_s_per_row": back, "rows_timed": len(rows),
+            "seconds": fwd + back * (len(feats) + 1), "max_edge_diff": diff, "max_edge": scale}
 
 
 # =========================================================================== circuit-tracer worker (its venv)
@@ -432,7 +483,7 @@ def _sub(python: str, args: argparse.Namespace, role: str, n_tokens: int, *, dum
     cmd = [python, os.path.abspath(__file__), "--worker", role, "--setting", args.setting, "--n-tokens", str(n_tokens),
            "--threads", str(args.threads), "--prompt-seed", str(args.prompt_seed), "--ct-batch-size", str(args.ct_batch_size),
            "--max-feature-nodes", str(args.max_feature_nodes if max_feature_nodes is None else max_feature_nodes),
-           "--ct-checks", str(ct_checks)]
+           "--ct-checks", str(ct_checks), "--baseline-rows", str(args.baseline_rows if role == "ours" else 0)]
     if args.heads:
         cmd.append("--heads")
     if args.pairs:
@@ -491,8 +542,11 @@ def main() -> None:
     ap.add_argument("--engines", default="ours,ct", help="comma list: ours, ct")
     ap.add_argument("--heads", action="store_true", help="ours: also split edges per attention head (circuit-tracer does not)")
     ap.add_argument("--pairs", action="store_true", help="ours: also compute feature-pair virtual weights")
+    ap.add_argument("--baseline-rows", type=int, default=32, help="rows the one-backward-per-row baseline is timed on (0: skip)")
     ap.add_argument("--check", action="store_true", help="agreement check on a small prompt instead of timing")
     ap.add_argument("--check-tokens", type=int, default=16)
+    ap.add_argument("--raw-unembed", action="store_true",
+                    help="do not centre the unembedding (shows circuit-tracer's demeaned-logit convention in --check)")
     ap.add_argument("--check-features", type=int, default=100, help="feature columns circuit-tracer's checks perturb")
     ap.add_argument("--min-free-gib", type=float, default=21.0, help="skip circuit-tracer at >= 400 tokens below this")
     ap.add_argument("--setting", default=None, help="reuse a built setting directory")
@@ -505,7 +559,10 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.worker:
-        res = _worker_ours(args) if args.worker == "ours" else _worker_ct(args)
+        if args.worker == "build":
+            res = build_setting(args.setting, **SETTING, centre_unembed=not args.raw_unembed)
+        else:
+            res = _worker_ours(args) if args.worker == "ours" else _worker_ct(args)
         sys.stdout.write(json.dumps(res) + "\n")
         return
 
@@ -513,13 +570,19 @@ def main() -> None:
     if args.setting is None:
         args.setting = tmp.name
         t0 = time.perf_counter()
-        info = build_setting(args.setting, **{k: v for k, v in SETTING.items()})
+        # in a subprocess: this driver stays small while the workers run
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "build", "--setting", args.setting]
+        out = subprocess.run(cmd + (["--raw-unembed"] if args.raw_unembed else []), capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"building the setting failed:\n{out.stderr[-4000:]}")
+        info = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"setting built in {time.perf_counter() - t0:.1f}s: {info['n_layers']} layers, d_model {info['d_model']}, "
               f"{info['features']} ReLU features/layer, active per position (calibration) "
               f"{', '.join(f'{a:.1f}' for a in info['active_per_position_calibration'])}", flush=True)
 
     if args.check:
         po, pc = os.path.join(tmp.name, "ours.pt"), os.path.join(tmp.name, "ct.pt")
+        args.baseline_rows = 0
         ours = _sub(sys.executable, args, "ours", args.check_tokens, dump=po, max_feature_nodes=0)
         ct = _sub(args.ct_python, args, "ct", args.check_tokens, dump=pc, max_feature_nodes=0, ct_checks=args.check_features)
         res = {"tokens": args.check_tokens, "ct_checks": ct["checks"], "hf_vs_tl_logit_diff": ct["hf_vs_tl_logit_diff"],
@@ -545,6 +608,10 @@ def main() -> None:
             ours = _sub(sys.executable, args, "ours", n)
             row.update(ours_s=ours["seconds"], ours_gib=ours["peak_rss"] / GIB, ours_attr_gib=ours["attr_peak_rss"] / GIB,
                        ours_active=ours["active"], ours_kept=ours["kept"])
+            if "baseline" in ours:
+                b = ours["baseline"]
+                row.update(baseline_s=b["seconds"], baseline_rows_timed=b["rows_timed"], baseline_vs_ours=b["seconds"] / ours["seconds"],
+                           baseline_edge_diff=b["max_edge_diff"], baseline_edge_max=b["max_edge"])
         if "ct_s" in row and "ours_s" in row:
             row["speedup"] = row["ct_s"] / row["ours_s"]
             row["memory_ratio"] = row["ct_gib"] / row["ours_gib"]
@@ -557,7 +624,10 @@ def main() -> None:
                     f"kept {row[f'{prefix}_kept']}/{row[f'{prefix}_active']}")
 
         ratio = f"speed {row['speedup']:.1f}x, memory {row['memory_ratio']:.1f}x" if "speedup" in row else "-"
-        print(f"{n:4d} tokens | circuit-tracer {fmt('ct')} | circuitdb {fmt('ours')} | ours vs circuit-tracer: {ratio}", flush=True)
+        base = (f" | baseline {row['baseline_s']:.1f}s (timed on {row['baseline_rows_timed']} rows; edges agree to "
+                f"{row['baseline_edge_diff']:.1e} of {row['baseline_edge_max']:.1e}), ours {row['baseline_vs_ours']:.1f}x faster"
+                if "baseline_s" in row else "")
+        print(f"{n:4d} tokens | circuit-tracer {fmt('ct')} | circuitdb {fmt('ours')} | ours vs circuit-tracer: {ratio}{base}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
