@@ -491,10 +491,22 @@ def _sub(python: str, args: argparse.Namespace, role: str, n_tokens: int, *, dum
     if dump:
         cmd += ["--dump", dump]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"{role} worker failed ({n_tokens} tokens):\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True, env=env)
+        guarded = False
+        while proc.poll() is None:  # memory guard: the machine is shared, never let a worker run it out of memory
+            if _free_gib() < args.guard_gib:
+                proc.kill()
+                guarded = True
+            time.sleep(0.2)
+        so.seek(0)
+        se.seek(0)
+        stdout, stderr = so.read(), se.read()
+    if guarded:
+        raise SystemExit(f"{role} worker ({n_tokens} tokens) killed: less than {args.guard_gib} GiB of memory left on the machine")
+    if proc.returncode != 0:
+        raise SystemExit(f"{role} worker failed ({n_tokens} tokens):\n{stderr[-4000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def compare_dumps(ours_path: str, ct_path: str, top: int = 50) -> dict[str, Any]:
@@ -549,6 +561,7 @@ def main() -> None:
                     help="do not centre the unembedding (shows circuit-tracer's demeaned-logit convention in --check)")
     ap.add_argument("--check-features", type=int, default=100, help="feature columns circuit-tracer's checks perturb")
     ap.add_argument("--min-free-gib", type=float, default=21.0, help="skip circuit-tracer at >= 400 tokens below this")
+    ap.add_argument("--guard-gib", type=float, default=1.5, help="kill a worker when the machine has less memory available than this")
     ap.add_argument("--setting", default=None, help="reuse a built setting directory")
     ap.add_argument("--prompt-seed", type=int, default=1)
     ap.add_argument("--json", default=None, help="also write the results here")
