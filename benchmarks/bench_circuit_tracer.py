@@ -57,11 +57,24 @@ here the mean logit is exactly 0, so (b) vanishes; the check compares edges betw
 nodes at positions >= 1. circuit-tracer has no bias nodes (biases are constants in
 its graph); circuitdb has them.
 
+Also in the run: the straightforward baseline (``--baseline-rows``: one forward of
+circuitdb's frozen model with autograd, one ``autograd.grad`` per graph row, timed on
+a sample of rows and scaled; its edges are checked against ``attribute()``'s).
+circuitdb runs with ``heads=False, pairs=False`` by default, as circuit-tracer computes
+neither per-head splits nor feature-pair virtual weights; ``--heads``/``--pairs`` add them.
+
+Memory: circuit-tracer's forward on ``batch_size`` copies of the prompt dominates its
+peak (about 20 GiB at 450 tokens with its default 512), so at >= 400 tokens it runs only
+when ``--min-free-gib`` is available, and every worker is killed if the machine's
+available memory falls below ``--guard-gib``. ``--ct-batch-size 256`` roughly halves it.
+
 Usage::
 
     python benchmarks/bench_circuit_tracer.py --check             # agreement on a small prompt
+    python benchmarks/bench_circuit_tracer.py --check --raw-unembed   # shows the demeaned-logit convention
     flock /work/bench.lock python benchmarks/bench_circuit_tracer.py --tokens 100,200
-    flock /work/bench.lock python benchmarks/bench_circuit_tracer.py --tokens 450   # needs ~21 GiB free
+    flock /work/bench.lock python benchmarks/bench_circuit_tracer.py --tokens 450   # needs ~21 GiB available
+    flock /work/bench.lock python benchmarks/bench_circuit_tracer.py --tokens 450 --ct-batch-size 256 --min-free-gib 14
 """
 
 from __future__ import annotations
