@@ -29,7 +29,8 @@ the matching ``HookedTransformerConfig`` (parallel attention/MLP, LN, rotary), a
 builds a ``TranscoderSet`` of ``SingleLayerTranscoder`` in memory
 (``feature_input_hook="mlp.hook_in"``, ``feature_output_hook="mlp.hook_out"``).
 
-Each engine runs in a fresh subprocess, so peak RSS is its own: ``peak`` is the
+Each engine runs in a fresh subprocess, so peak RSS is its own; seconds are wall
+clock, ``cpu`` the process CPU time (less sensitive to a shared machine); ``peak`` is the
 process's ``ru_maxrss`` (everything, set-up included); ``attr`` is the RSS sampled
 every 5 ms during the attribution call alone.
 
@@ -259,10 +260,10 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     mfn = None if args.max_feature_nodes <= 0 else args.max_feature_nodes
     base = _rss_now()
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         g = attribute(ids, rm, target="top", max_feature_nodes=mfn, heads=args.heads, pairs=args.pairs)
-        secs = time.perf_counter() - t0
-    res: dict[str, Any] = {"seconds": secs, "peak_rss": _max_rss(), "attr_peak_rss": mem.peak, "model_rss": base,
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res: dict[str, Any] = {"seconds": secs, "cpu_seconds": cpu, "peak_rss": _max_rss(), "attr_peak_rss": mem.peak, "model_rss": base,
                            "tokens": int(ids.numel()), "active": int(g.metadata.get("n_active_features", -1)),
                            "kept": sum(1 for nd in g.nodes if nd.kind == "feature"),
                            "target_token": int(g.metadata["target"]["token_id"])}
@@ -478,11 +479,11 @@ def _worker_ct(args: argparse.Namespace) -> dict[str, Any]:
     mfn = None if args.max_feature_nodes <= 0 else args.max_feature_nodes
     base = _rss_now()
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         graph = attribute(ids, model, attribution_targets=torch.tensor([target]), max_feature_nodes=mfn,
                           batch_size=args.ct_batch_size)
-        secs = time.perf_counter() - t0
-    res: dict[str, Any] = {"seconds": secs, "peak_rss": _max_rss(), "attr_peak_rss": mem.peak, "model_rss": base,
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    res: dict[str, Any] = {"seconds": secs, "cpu_seconds": cpu, "peak_rss": _max_rss(), "attr_peak_rss": mem.peak, "model_rss": base,
                            "tokens": int(ids.numel()), "active": int(graph.active_features.shape[0]),
                            "kept": int(graph.selected_features.numel()), "target_token": target,
                            "hf_vs_tl_logit_diff": float((tl_logits - hf_logits).abs().max())}
@@ -636,11 +637,11 @@ def main() -> None:
                 print(f"{n} tokens: circuit-tracer skipped, {free:.1f} GiB available < {args.min_free_gib} (it needs ~20 GiB)", flush=True)
             else:
                 ct = _sub(args.ct_python, args, "ct", n)
-                row.update(ct_s=ct["seconds"], ct_gib=ct["peak_rss"] / GIB, ct_attr_gib=ct["attr_peak_rss"] / GIB,
+                row.update(ct_s=ct["seconds"], ct_cpu_s=ct["cpu_seconds"], ct_gib=ct["peak_rss"] / GIB, ct_attr_gib=ct["attr_peak_rss"] / GIB,
                            ct_active=ct["active"], ct_kept=ct["kept"])
         if "ours" in engines:
             ours = _sub(sys.executable, args, "ours", n)
-            row.update(ours_s=ours["seconds"], ours_gib=ours["peak_rss"] / GIB, ours_attr_gib=ours["attr_peak_rss"] / GIB,
+            row.update(ours_s=ours["seconds"], ours_cpu_s=ours["cpu_seconds"], ours_gib=ours["peak_rss"] / GIB, ours_attr_gib=ours["attr_peak_rss"] / GIB,
                        ours_active=ours["active"], ours_kept=ours["kept"])
             if "baseline" in ours:
                 b = ours["baseline"]
@@ -648,20 +649,23 @@ def main() -> None:
                            baseline_edge_diff=b["max_edge_diff"], baseline_edge_max=b["max_edge"])
         if "ct_s" in row and "ours_s" in row:
             row["speedup"] = row["ct_s"] / row["ours_s"]
+            row["cpu_speedup"] = row["ct_cpu_s"] / row["ours_cpu_s"]
             row["memory_ratio"] = row["ct_gib"] / row["ours_gib"]
         rows.append(row)
 
         def fmt(prefix: str) -> str:
             if f"{prefix}_s" not in row:
                 return "-"
-            return (f"{row[f'{prefix}_s']:7.1f}s peak {row[f'{prefix}_gib']:5.2f} GiB (attr {row[f'{prefix}_attr_gib']:5.2f}) "
+            return (f"{row[f'{prefix}_s']:7.1f}s (cpu {row[f'{prefix}_cpu_s']:.1f}s) peak {row[f'{prefix}_gib']:5.2f} GiB (attr {row[f'{prefix}_attr_gib']:5.2f}) "
                     f"kept {row[f'{prefix}_kept']}/{row[f'{prefix}_active']}")
 
-        ratio = f"speed {row['speedup']:.1f}x, memory {row['memory_ratio']:.1f}x" if "speedup" in row else "-"
+        ratio = (f"speed {row['speedup']:.1f}x (cpu {row['cpu_speedup']:.1f}x), memory {row['memory_ratio']:.1f}x"
+                 if "speedup" in row else "-")
+        row["load_average"] = os.getloadavg()[0]
         base = (f" | baseline {row['baseline_s']:.1f}s (timed on {row['baseline_rows_timed']} rows; edges agree to "
                 f"{row['baseline_edge_diff']:.1e} of {row['baseline_edge_max']:.1e}), ours {row['baseline_vs_ours']:.1f}x faster"
                 if "baseline_s" in row else "")
-        print(f"{n:4d} tokens | circuit-tracer {fmt('ct')} | circuitdb {fmt('ours')} | ours vs circuit-tracer: {ratio}{base}", flush=True)
+        print(f"{n:4d} tokens (load {row['load_average']:.1f}) | circuit-tracer {fmt('ct')} | circuitdb {fmt('ours')} | ours vs circuit-tracer: {ratio}{base}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
