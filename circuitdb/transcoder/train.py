@@ -298,8 +298,9 @@ def _topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     s = _group_size(f, k)
     if not s:
         return pre.topk(k, dim=-1, sorted=False)
-    groups = pre.view(n, f // s, s).amax(-1).topk(k, dim=-1, sorted=False).indices
-    cols = (groups.unsqueeze(-1) * s + torch.arange(s, device=pre.device)).view(n, k * s)
+    g = f // s  # group j holds the columns j, j + g, j + 2g, ... (a strided max vectorises well)
+    groups = pre.view(n, s, g).amax(1).topk(k, dim=-1, sorted=False).indices
+    cols = (groups.unsqueeze(-1) + g * torch.arange(s, device=pre.device)).view(n, k * s)
     vals, j = pre.gather(1, cols).topk(k, dim=-1, sorted=False)
     return vals, cols.gather(1, j)
 
@@ -341,16 +342,29 @@ def _select(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int, dead_idx:
     return vals, idx, vals.new_empty(n, 0), idx.new_empty(n, 0)
 
 
+def _decode(idx: torch.Tensor, w_dec: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse decode ``sum_j a[b, j] W_dec[idx[b, j]]`` as a one-node autograd graph in ``a`` only.
+
+    ``torch.autograd.grad(out, a_req, g)`` then runs embedding_bag's own per-sample-weight
+    backward, the dot products ``W_dec[idx[b, j]] . g[b]``, without materialising the
+    ``(B, k, d)`` gathered decoder rows.
+    """
+    a_req = a.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return F.embedding_bag(idx, w_dec.detach(), per_sample_weights=a_req, mode="sum"), a_req
+
+
 def _topk_loss_and_grads(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                          dead: torch.Tensor) -> tuple[float, dict[str, float], torch.Tensor, dict[str, torch.Tensor]]:
     """Loss, metrics, the (F,) 'fired in this batch' mask and the gradients of one TopK step.
 
     The loss is ``FVU + auxk_alpha * scale * ||e_hat - e||^2 / var(y)`` (sparsify's AuxK:
     the top ``k_aux`` dead features reconstruct the detached residual ``e``). Gradients are
-    written out by hand, no autograd graph: with ``g = dL/d out`` and ``a = relu(pre)`` of
-    the selected features, ``dL/da[b,j] = W_dec[idx[b,j]] . g[b]``, and the weight gradients
-    of both encoder and decoder are sums over the ``B * (k + k_aux)`` selected entries only,
-    grouped by feature with a single sort that both share.
+    written out by hand (the only autograd node is the decoder's, see below): with ``g = dL/d out`` and ``a = relu(pre)`` of
+    the selected features, ``dL/da[b,j] = W_dec[idx[b,j]] . g[b]`` (embedding_bag's own
+    per-sample-weight backward, see :func:`_decode`), and the weight gradients of both
+    encoder and decoder are sums over the ``B * (k + k_aux)`` selected entries only, grouped
+    by feature with a single sort that both share. No (rows, features) tensor is kept.
     """
     W_enc, b_enc, W_dec, b_dec = p["W_enc"].detach(), p["b_enc"].detach(), p["W_dec"].detach(), p["b_dec"].detach()
     n, n_feat = x.shape[0], cfg.d_features
@@ -361,19 +375,26 @@ def _topk_loss_and_grads(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
     sel = torch.bfloat16 if cfg.encoder_precision == "bfloat16" else torch.float32
     vals, idx, aux_vals, aux_idx = _select(x, W_enc, b_enc, cfg.k, dead_idx if k_aux else None, k_aux, sel)
     a, a_aux = torch.relu(vals), torch.relu(aux_vals)
-    out = F.embedding_bag(idx, W_dec, per_sample_weights=a, mode="sum") + b_dec
+    dec, a_req = _decode(idx, W_dec, a)
+    out = dec.detach() + b_dec
     if "W_skip" in p:
         out += x @ p["W_skip"].detach().T
     e = y - out
     fvu = e.pow(2).sum() / total_var
     loss = fvu
     g_out = e * (-2.0 / total_var)  # dL/d out
+    # dL/da of each selected entry, W_dec[idx[b, j]] . g_out[b]
+    (g_a,) = torch.autograd.grad(dec, a_req, g_out)
     dec_vecs = g_out
     if k_aux:
         c = cfg.auxk_alpha * min(n_dead / (x.shape[1] // 2), 1.0)
-        r = F.embedding_bag(aux_idx, W_dec, per_sample_weights=a_aux, mode="sum") - e
+        e_hat, a_aux_req = _decode(aux_idx, W_dec, a_aux)
+        r = e_hat.detach() - e
         loss = loss + c * r.pow(2).sum() / total_var
-        dec_vecs = torch.cat([g_out, r * (2.0 * c / total_var)])  # rows n.. : dL/d e_hat
+        g_hat = r * (2.0 * c / total_var)  # dL/d e_hat
+        (g_a_aux,) = torch.autograd.grad(e_hat, a_aux_req, g_hat)
+        g_a = torch.cat([g_a, g_a_aux], dim=1)
+        dec_vecs = torch.cat([g_out, g_hat])
         idx_all = torch.cat([idx, aux_idx], dim=1)
         a_all = torch.cat([a, a_aux], dim=1)
         vec_rows = torch.cat([torch.arange(n, device=x.device).unsqueeze(1).expand(n, cfg.k),
@@ -381,10 +402,6 @@ def _topk_loss_and_grads(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
     else:
         idx_all, a_all = idx, a
         vec_rows = torch.arange(n, device=x.device).unsqueeze(1).expand(n, cfg.k)
-    # dL/d pre of each selected entry: W_dec[idx] . (dL/d out of its row), zero where the ReLU is off
-    g_a = torch.bmm(F.embedding(idx, W_dec), g_out.unsqueeze(-1)).squeeze(-1)
-    if k_aux:
-        g_a = torch.cat([g_a, torch.bmm(F.embedding(aux_idx, W_dec), dec_vecs[n:].unsqueeze(-1)).squeeze(-1)], dim=1)
     g_pre = g_a * (a_all > 0)
     flat = idx_all.reshape(-1)
     order = torch.argsort(flat, stable=True)
