@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from circuitdb.transcoder import train as train_mod
 from circuitdb.transcoder.model import Transcoder
 from circuitdb.transcoder.train import (
-    ActivationStore, TrainConfig, TrainingDiverged, TrainingInterrupted, _topk, _topk_loss_and_grads, export_transcoder, train_transcoders,
+    ActivationStore, TrainConfig, TrainingDiverged, TrainingInterrupted, _topk, _topk_loss_and_grads, export_transcoder, init_training, optimizer_step, resample_dead_features, train_transcoders,
 )
 from tiny_models import cli, neox_dir, neox_pipeline, tiny_data  # noqa: F401
 
@@ -57,11 +57,14 @@ def test_two_stage_topk_selects_the_exact_top_k(f, k):
     assert torch.equal(pre.gather(1, i), v) and bool((i.sort(-1).values.diff(dim=-1) > 0).all())
 
 
-@pytest.mark.parametrize("activation", ["topk", "jumprelu"])
-def test_resume_after_kill_gives_identical_weights(neox_pipeline, tmp_path, activation):
+@pytest.mark.parametrize("activation,resample_every", [("topk", 0), ("jumprelu", 0), ("topk", 3)])
+def test_resume_after_kill_gives_identical_weights(neox_pipeline, tmp_path, activation, resample_every):
     _, acts, _ = neox_pipeline
-    cfg = TrainConfig(d_features=48, k=4, batch_size=128, steps=14, checkpoint_every=5, dead_after_rows=300, activation=activation, buffer_rows=1500)
-    train_transcoders(acts, tmp_path / "full", cfg, layers="1")
+    cfg = TrainConfig(d_features=48, k=4, batch_size=128, steps=14, checkpoint_every=5, dead_after_rows=100 if resample_every else 300, activation=activation, buffer_rows=1500,
+                      resample_every=resample_every)
+    resampled: list[float] = []
+    train_transcoders(acts, tmp_path / "full", cfg, layers="1", callback=lambda layer, step, total, m: resampled.append(m.get("resampled", 0.0)))
+    assert (sum(resampled) > 0) == bool(resample_every)
     with pytest.raises(TrainingInterrupted):
         train_transcoders(acts, tmp_path / "killed", cfg, layers="1", max_steps_this_run=7)
     assert not (tmp_path / "killed" / "layer_1" / "transcoder.safetensors").exists()
@@ -85,6 +88,43 @@ def test_resume_after_kill_gives_identical_weights(neox_pipeline, tmp_path, acti
     # a finished layer is skipped on rerun
     res, manifest = train_transcoders(acts, tmp_path / "cb", cfg, layers="1")
     assert res[0].skipped and manifest["layers"] == [1]
+
+
+@pytest.mark.parametrize("activation", ["topk", "relu"])
+def test_resampling_revives_planted_dead_features(activation):
+    torch.manual_seed(0)
+    d, f, k, n, batch = 16, 64, 4, 4096, 256
+    x = torch.randn(n, d) @ torch.randn(d, d) / 4
+    y = torch.tanh(x @ torch.randn(d, d))
+    planted = torch.arange(0, f, 4)
+
+    def train(resample: bool) -> tuple[float, float]:
+        cfg = TrainConfig(d_features=f, k=k, activation=activation, l1_coeff=1e-4, batch_size=batch, auxk_alpha=0.0, dead_after_rows=4 * batch,
+                          lr=3e-3, lr_warmup_steps=0, lr_decay=False)
+        p, opt, since = init_training(cfg, d, d, 0, y.mean(0), x.mean(0))
+        with torch.no_grad():  # planted dead: these features can never fire
+            p["b_enc"][planted] = -1e3
+        for step in range(90):
+            rows = torch.arange(step * batch, (step + 1) * batch) % n
+            optimizer_step(p, opt, x[rows], y[rows], cfg, since)
+            if resample and (step + 1) % 30 == 0:
+                resample_dead_features(p, opt, x[rows], y[rows], cfg, since, torch.Generator().manual_seed(step))
+        with torch.no_grad():
+            pre = F.linear(x, p["W_enc"], p["b_enc"])
+            if activation == "topk":
+                v, i = pre.topk(k, -1)
+                acts = torch.zeros_like(pre).scatter(1, i, torch.relu(v))
+            else:
+                acts = torch.relu(pre)
+        alive = (acts[:, planted] > 0).any(0).float().mean()
+        fvu = float((acts @ p["W_dec"] + p["b_dec"] - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+        return float(alive), fvu
+
+    alive_off, fvu_off = train(False)
+    alive_on, fvu_on = train(True)
+    assert alive_off == 0.0
+    assert alive_on >= 0.75
+    assert fvu_on < 1.0 and fvu_on <= fvu_off * 1.1
 
 
 def test_training_learns_and_saved_transcoder_maps_raw_io(neox_pipeline):
@@ -151,6 +191,8 @@ def test_bad_training_input(neox_pipeline, tmp_path, capsys):
     assert code == 2 and "not an activations directory" in err
     code, _, err = cli(capsys, "train-transcoders", "--acts", acts, "--features", "8", "--k", "9", "--out", tmp_path / "o")
     assert code == 2 and "--k must be in 1..8" in err
+    code, _, err = cli(capsys, "train-transcoders", "--acts", acts, "--resample-every", "-5", "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--resample-every must be 0 (off)" in err
     with pytest.raises(TrainingInterrupted):
         train_transcoders(acts, tmp_path / "r", TrainConfig(d_features=16, k=2, steps=3, batch_size=64), layers="0", max_steps_this_run=1)
     with pytest.raises(Exception, match="other settings"):

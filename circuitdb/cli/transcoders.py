@@ -108,19 +108,21 @@ def harvest_cmd(model_dir: str, data: str, label_key: str, holdout_every: int, t
 @click.option("--lr", type=float, default=None, help="Learning rate [default: scaled by width].")
 @click.option("--positions", type=click.Choice(["all", "genes"]), default="all", show_default=True, help="Train on all rows or gene rows only.")
 @click.option("--dead-after", "dead_after_rows", type=int, default=200_000, show_default=True, help="Rows without firing before a feature counts as dead.")
+@click.option("--resample-every", type=int, default=0, show_default=True,
+              help="Re-initialise dead features every N steps from badly reconstructed rows (0: off; AuxK handles them).")
 @click.option("--encoder-precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--save-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="Output directory (a rerun resumes; finished layers are skipped).")
 def train_cmd(acts: str, layers: str, features: int, k: int, activation: str, l1_coeff: float, skip: bool, steps: int | None, epochs: int | None,
-              batch_size: int, lr: float | None, positions: str, dead_after_rows: int, encoder_precision: str, checkpoint_every: int,
+              batch_size: int, lr: float | None, positions: str, dead_after_rows: int, resample_every: int, encoder_precision: str, checkpoint_every: int,
               save_dtype: str, seed: int, out: str) -> None:
     """Train one transcoder per layer on harvested activations (resumable)."""
     from circuitdb.transcoder.train import TrainConfig, train_transcoders
 
     cfg = TrainConfig(d_features=features, k=k, activation=activation, l1_coeff=l1_coeff, skip=skip, steps=steps, epochs=epochs,  # type: ignore[arg-type]
-                      batch_size=batch_size, lr=lr, positions=positions, dead_after_rows=dead_after_rows,  # type: ignore[arg-type]
+                      batch_size=batch_size, lr=lr, positions=positions, dead_after_rows=dead_after_rows, resample_every=resample_every,  # type: ignore[arg-type]
                       encoder_precision=encoder_precision, checkpoint_every=checkpoint_every, save_dtype=save_dtype, seed=seed)  # type: ignore[arg-type]
     with progress() as bar:
         tasks: dict[int, int] = {}
