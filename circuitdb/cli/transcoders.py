@@ -151,10 +151,12 @@ def train_cmd(acts: str, layers: str, features: int, k: int, activation: str, l1
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per forward pass.")
 @click.option("--max-cells", type=int, default=None, help="Evaluate at most this many held-out cells.")
 @click.option("--no-accuracy", is_flag=True, help="Skip candidate scoring (cell-type accuracy).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Resamples of the held-out cells for 95% intervals of CE recovered (0: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--table", type=click.Path(), default=None, help="Write the markdown table to this file.")
 def eval_cmd(model_dir: str, tc_dir: str, data: str, label_key: str, holdout_every: int, top_k: int | None, expr_layer: str, symbol_key: str | None,
-             organism: str | None, layers: str | None, batch_size: int, max_cells: int | None, no_accuracy: bool, as_json: bool, table: str | None) -> None:
+             organism: str | None, layers: str | None, batch_size: int, max_cells: int | None, no_accuracy: bool, n_boot: int, as_json: bool, table: str | None) -> None:
     """Held-out faithfulness: FVU, L0, dead features, CE recovered, KL and accuracy with transcoders spliced in."""
     from circuitdb.transcoder.common import check_labels, load_model, read_data
     from circuitdb.transcoder.evaluate import evaluate_transcoders, load_transcoders, markdown_table
@@ -173,7 +175,7 @@ def eval_cmd(model_dir: str, tc_dir: str, data: str, label_key: str, holdout_eve
         def cb(stage: str, done: int, total: int) -> None:
             bar.update(task, total=total, advance=done if stage == "ce" else 0, status=stage)
 
-        result = evaluate_transcoders(model, tok, adata, tset, opts, batch_size=batch_size, max_cells=max_cells, accuracy=not no_accuracy, callback=cb)
+        result = evaluate_transcoders(model, tok, adata, tset, opts, batch_size=batch_size, max_cells=max_cells, accuracy=not no_accuracy, n_boot=n_boot, callback=cb)
     md = markdown_table(result)
     if table:
         p = Path(table)

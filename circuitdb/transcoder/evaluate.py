@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from circuitdb.errors import InputError
@@ -163,17 +164,60 @@ def score_cells(model: Any, tokenizer: Any, prompts: list[CellPrompt], candidate
 
 
 class _Acc:
-    """Accumulates per-condition CE / KL over answer tokens."""
+    """Accumulates per-condition CE / KL over answer tokens, and the CE summed per cell (for the bootstrap)."""
 
     def __init__(self) -> None:
         self.ce: dict[Any, float] = {}
         self.kl: dict[Any, float] = {}
+        self.cell_ce: dict[Any, list[torch.Tensor]] = {}
+        self.cell_tokens: list[torch.Tensor] = []
         self.n = 0
 
-    def add(self, key: Any, logp: torch.Tensor, tgt: torch.Tensor, orig: torch.Tensor | None) -> None:
-        self.ce[key] = self.ce.get(key, 0.0) - float(logp.gather(-1, tgt[:, None]).sum())
+    def add(self, key: Any, logp: torch.Tensor, tgt: torch.Tensor, orig: torch.Tensor | None, cell: torch.Tensor, n_cells: int) -> None:
+        nll = -logp.gather(-1, tgt[:, None]).squeeze(1).double()
+        self.ce[key] = self.ce.get(key, 0.0) + float(nll.sum())
+        self.cell_ce.setdefault(key, []).append(torch.zeros(n_cells, dtype=torch.float64).index_add_(0, cell, nll))
         if orig is not None:
             self.kl[key] = self.kl.get(key, 0.0) + float((orig.exp() * (orig - logp)).sum())
+
+    def per_cell(self, key: Any) -> np.ndarray:
+        return torch.cat(self.cell_ce[key]).numpy()
+
+
+def bootstrap_recovered(ce_ablated: np.ndarray, ce_spliced: np.ndarray, ce_original: np.ndarray, tokens: np.ndarray, *,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of CE recovered over cells.
+
+    Parameters
+    ----------
+    ce_ablated, ce_spliced, ce_original
+        Per cell, the answer-token CE *summed* over the cell's answer tokens, under each condition.
+    tokens
+        Per cell, the number of answer tokens.
+    n_boot
+        Resamples (cells drawn with replacement, all conditions paired).
+    seed
+        Seed of the resampling.
+    level
+        Coverage of the interval.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; NaN when the ratio is undefined in more than half of the resamples.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(tokens)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    tok = tokens[idx].sum(1)
+    abl, spl, org = (a[idx].sum(1) / tok for a in (ce_ablated, ce_spliced, ce_original))
+    den = abl - org
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rec = np.where(np.abs(den) < 1e-12, np.nan, (abl - spl) / den)
+    if np.isnan(rec).mean() > 0.5:
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(rec, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def _recovered(l_abl: float, l_splice: float, l_orig: float) -> float:
@@ -197,6 +241,7 @@ def evaluate_transcoders(
     batch_size: int = 8,
     max_cells: int | None = None,
     accuracy: bool = True,
+    n_boot: int = 1000,
     callback: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``tset`` on the held-out cells of ``adata``.
@@ -217,13 +262,16 @@ def evaluate_transcoders(
         Evaluate at most this many held-out cells.
     accuracy
         Also score every candidate cell type (original and all spliced).
+    n_boot
+        Bootstrap resamples of the held-out cells for the 95% intervals of CE recovered
+        (``*_ci95``; 0: none). See :func:`bootstrap_recovered`.
     callback
         ``callback(stage, done, total)`` for progress.
 
     Returns
     -------
     dict
-        ``original`` {ce, accuracy}, ``layers`` [{layer, fvu, l0, dead_fraction, ce_recovered, kl, ...}],
+        ``original`` {ce, accuracy}, ``layers`` [{layer, fvu, l0, dead_fraction, ce_recovered, ce_recovered_ci95, kl, ...}],
         ``all_layers`` {ce, ce_recovered, kl, accuracy, ...}, plus counts and hashes.
     """
     if opts.label_key is None:
@@ -267,7 +315,8 @@ def evaluate_transcoders(
         with capture_mlp(adapter, layers) as store:
             logits = model(input_ids=ids, attention_mask=mask).logits
         orig = torch.log_softmax(logits[bi, pos].float().cpu(), -1)
-        acc.add("original", orig, tgt, None)
+        acc.add("original", orig, tgt, None, bi, len(batch))
+        acc.cell_tokens.append(torch.bincount(bi, minlength=len(batch)))
         acc.n += int(tgt.numel())
         valid = mask.bool().cpu()
         for i in layers:
@@ -285,12 +334,20 @@ def evaluate_transcoders(
         for key, repl in conditions:
             with replace_mlp(adapter, repl):
                 lg = model(input_ids=ids, attention_mask=mask).logits
-            acc.add(key, torch.log_softmax(lg[bi, pos].float().cpu(), -1), tgt, orig)
+            acc.add(key, torch.log_softmax(lg[bi, pos].float().cpu(), -1), tgt, orig, bi, len(batch))
         if callback is not None:
             callback("ce", len(batch), total)
 
     n_tok = max(acc.n, 1)
     ce = {k: v / n_tok for k, v in acc.ce.items()}
+    cell_tokens = torch.cat(acc.cell_tokens).numpy().astype(np.float64)
+
+    def ci(ablated: Any, spliced: Any) -> list[float] | None:
+        if not n_boot:
+            return None
+        lo, hi = bootstrap_recovered(acc.per_cell(ablated), acc.per_cell(spliced), acc.per_cell("original"), cell_tokens, n_boot=n_boot, seed=0)
+        return None if np.isnan(lo) else [lo, hi]
+
     kl = {k: v / n_tok for k, v in acc.kl.items()}
     rows = []
     for i in layers:
@@ -312,7 +369,9 @@ def evaluate_transcoders(
             "ce_zero_ablated": ce[("zero", i)],
             "ce_mean_ablated": ce[("mean", i)],
             "ce_recovered": _recovered(ce[("zero", i)], ce[("splice", i)], ce["original"]),
+            "ce_recovered_ci95": ci(("zero", i), ("splice", i)),
             "ce_recovered_mean_ablation": _recovered(ce[("mean", i)], ce[("splice", i)], ce["original"]),
+            "ce_recovered_mean_ablation_ci95": ci(("mean", i), ("splice", i)),
             "kl": kl[("splice", i)],
             "kl_zero_ablated": kl[("zero", i)],
             "kl_recovered": _kl_recovered(kl[("zero", i)], kl[("splice", i)]),
@@ -324,6 +383,7 @@ def evaluate_transcoders(
         "n_answer_tokens": acc.n,
         "n_rows": n_rows,
         "holdout_every": opts.holdout_every,
+        "bootstrap": {"resamples": n_boot, "unit": "held-out cell", "level": 0.95, "seed": 0} if n_boot else None,
         "original": {"ce": ce["original"], "accuracy": None},
         "layers": rows,
         "all_layers": {
@@ -331,7 +391,9 @@ def evaluate_transcoders(
             "ce_zero_ablated": ce["zero_all"],
             "ce_mean_ablated": ce["mean_all"],
             "ce_recovered": _recovered(ce["zero_all"], ce["splice_all"], ce["original"]),
+            "ce_recovered_ci95": ci("zero_all", "splice_all"),
             "ce_recovered_mean_ablation": _recovered(ce["mean_all"], ce["splice_all"], ce["original"]),
+            "ce_recovered_mean_ablation_ci95": ci("mean_all", "splice_all"),
             "kl": kl["splice_all"],
             "kl_zero_ablated": kl["zero_all"],
             "kl_recovered": _kl_recovered(kl["zero_all"], kl["splice_all"]),
@@ -359,6 +421,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     def f(v: Any, nd: int = 3) -> str:
         return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
+    def rec(r: dict[str, Any], key: str) -> str:
+        c = r.get(f"{key}_ci95")
+        return f(r[key]) + (f" [{f(c[0], 2)}, {f(c[1], 2)}]" if c else "")
+
     o, a = result["original"], result["all_layers"]
     lines = [
         f"Held-out cells: {result['n_cells']} ({result['n_answer_tokens']} answer tokens, {result['n_rows']} token rows); "
@@ -370,12 +436,12 @@ def markdown_table(result: dict[str, Any]) -> str:
     for r in result["layers"]:
         lines.append(
             f"| {r['layer']} | {f(r['fvu'])} | {f(r['l0'], 1)} | {f(r['dead_fraction'])} | {f(r['ce_spliced'])} | {f(r['ce_zero_ablated'])} | "
-            f"{f(r['ce_mean_ablated'])} | {f(r['ce_recovered'])} | {f(r['ce_recovered_mean_ablation'])} | {f(r['kl'], 4)} | "
+            f"{f(r['ce_mean_ablated'])} | {rec(r, 'ce_recovered')} | {rec(r, 'ce_recovered_mean_ablation')} | {f(r['kl'], 4)} | "
             f"{f(r['kl_zero_ablated'], 4)} | {f(r['kl_recovered'])} |"
         )
     lines.append(
-        f"| all | – | – | – | {f(a['ce'])} | {f(a['ce_zero_ablated'])} | {f(a['ce_mean_ablated'])} | {f(a['ce_recovered'])} | "
-        f"{f(a['ce_recovered_mean_ablation'])} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {f(a['kl_recovered'])} |"
+        f"| all | – | – | – | {f(a['ce'])} | {f(a['ce_zero_ablated'])} | {f(a['ce_mean_ablated'])} | {rec(a, 'ce_recovered')} | "
+        f"{rec(a, 'ce_recovered_mean_ablation')} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {f(a['kl_recovered'])} |"
     )
     lines += [
         "",
@@ -383,5 +449,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         "the MLP barely changes the answer CE (small denominators), so KL recovered = 1 - KL(orig||spliced) / KL(orig||zero-ablated) "
         "is shown too. FVU, L0 and dead fraction are over every held-out token; dead = never active on them.",
     ]
+    if result.get("bootstrap"):
+        b = result["bootstrap"]
+        lines.append(f"Brackets: {b['level']:.0%} percentile bootstrap interval over held-out cells ({b['resamples']} resamples, conditions paired).")
     lines += ["", f"Cell-type accuracy: original {f(o['accuracy'])}, all transcoders spliced {f(a['accuracy'])}."]
     return "\n".join(lines) + "\n"
