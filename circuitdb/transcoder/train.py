@@ -16,9 +16,10 @@ transcoder needs no normalisation. Data order is a pure function of
 ``(seed, layer, epoch)``, so a run resumed from a checkpoint ends with exactly the
 weights of an uninterrupted one.
 
-TopK (default) trains the encoder with a sparse backward pass: only the selected
-``k`` (and AuxK) pre-activations receive gradients, so the encoder's weight
-gradient costs ``B * k * d`` instead of ``B * F * d``.
+TopK (default) needs no (rows, features) gradient: the top-k is selected exactly in two
+stages (group maxima, then the chosen groups), and the backward pass, written out by hand,
+touches only the ``k`` (and AuxK) selected features of each row, so encoder and decoder
+gradients cost ``B * k * d`` instead of ``B * F * d``.
 """
 
 from __future__ import annotations
@@ -368,12 +369,12 @@ def _topk_loss_and_grads(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.T
     """Loss, metrics, the (F,) 'fired in this batch' mask and the gradients of one TopK step.
 
     The loss is ``FVU + auxk_alpha * scale * ||e_hat - e||^2 / var(y)`` (sparsify's AuxK:
-    the top ``k_aux`` dead features reconstruct the detached residual ``e``). Gradients are
-    written out by hand (the only autograd node is the decoder's, see below): with ``g = dL/d out`` and ``a = relu(pre)`` of
-    the selected features, ``dL/da[b,j] = W_dec[idx[b,j]] . g[b]`` (embedding_bag's own
-    per-sample-weight backward, see :func:`_decode`), and the weight gradients of both
-    encoder and decoder are sums over the ``B * (k + k_aux)`` selected entries only, grouped
-    by feature with a single sort that both share. No (rows, features) tensor is kept.
+    the top ``k_aux`` dead features reconstruct the detached residual ``e``). The gradients
+    are written out by hand; the only autograd node is the decoder's (see :func:`_decode`).
+    With ``g = dL/d out`` and ``a = relu(pre)`` of the selected features,
+    ``dL/da[b, j] = W_dec[idx[b, j]] . g[b]``, and the weight gradients of encoder and
+    decoder are sums over the ``B * (k + k_aux)`` selected entries only, grouped by feature
+    with one sort that both share. No (rows, features) tensor outlives the selection.
     """
     W_enc, b_enc, W_dec, b_dec = p["W_enc"].detach(), p["b_enc"].detach(), p["W_dec"].detach(), p["b_dec"].detach()
     n, n_feat = x.shape[0], cfg.d_features
