@@ -56,8 +56,9 @@ def test_evaluate_held_out(neox_pipeline, tiny_data, capsys, tmp_path):
         assert row["kl_recovered"] == pytest.approx(1 - row["kl"] / row["kl_zero_ablated"])
         assert row["ce_recovered"] == pytest.approx(_recovered(row["ce_zero_ablated"], row["ce_spliced"], r["original"]["ce"]))
         assert row["ce_zero_ablated"] != r["original"]["ce"]
-        lo, hi = row["ce_recovered_ci95"]
-        assert lo <= hi and lo < row["ce_recovered"] + 1e-9 and hi > row["ce_recovered"] - 1e-9
+        for key in ("ce_recovered", "kl_recovered"):
+            lo, hi = row[f"{key}_ci95"]
+            assert lo <= hi and lo < row[key] + 1e-9 and hi > row[key] - 1e-9
     assert r["bootstrap"]["resamples"] == 1000 and r["bootstrap"]["unit"] == "held-out cell"
     assert 0 <= r["original"]["accuracy"] <= 1 and 0 <= r["all_layers"]["accuracy"] <= 1
     text = table.read_text()

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -164,12 +164,13 @@ def score_cells(model: Any, tokenizer: Any, prompts: list[CellPrompt], candidate
 
 
 class _Acc:
-    """Accumulates per-condition CE / KL over answer tokens, and the CE summed per cell (for the bootstrap)."""
+    """Accumulates per-condition CE / KL over answer tokens, also summed per cell (for the bootstrap)."""
 
     def __init__(self) -> None:
         self.ce: dict[Any, float] = {}
         self.kl: dict[Any, float] = {}
         self.cell_ce: dict[Any, list[torch.Tensor]] = {}
+        self.cell_kl: dict[Any, list[torch.Tensor]] = {}
         self.cell_tokens: list[torch.Tensor] = []
         self.n = 0
 
@@ -178,24 +179,29 @@ class _Acc:
         self.ce[key] = self.ce.get(key, 0.0) + float(nll.sum())
         self.cell_ce.setdefault(key, []).append(torch.zeros(n_cells, dtype=torch.float64).index_add_(0, cell, nll))
         if orig is not None:
-            self.kl[key] = self.kl.get(key, 0.0) + float((orig.exp() * (orig - logp)).sum())
+            kl = (orig.exp() * (orig - logp)).sum(-1).double()
+            self.kl[key] = self.kl.get(key, 0.0) + float(kl.sum())
+            self.cell_kl.setdefault(key, []).append(torch.zeros(n_cells, dtype=torch.float64).index_add_(0, cell, kl))
 
-    def per_cell(self, key: Any) -> np.ndarray:
-        return torch.cat(self.cell_ce[key]).numpy()
+    def per_cell(self, key: Any, what: str = "ce") -> np.ndarray:
+        return torch.cat((self.cell_ce if what == "ce" else self.cell_kl)[key]).numpy()
 
 
-def bootstrap_recovered(ce_ablated: np.ndarray, ce_spliced: np.ndarray, ce_original: np.ndarray, tokens: np.ndarray, *,
-                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of CE recovered over cells.
+def bootstrap_interval(statistic: Callable[..., np.ndarray], per_cell: Sequence[np.ndarray], tokens: np.ndarray, *,
+                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval, over cells, of a statistic of per-token means.
 
     Parameters
     ----------
-    ce_ablated, ce_spliced, ce_original
-        Per cell, the answer-token CE *summed* over the cell's answer tokens, under each condition.
+    statistic
+        Maps the per-token means of each array in ``per_cell`` (each an ``(n_boot,)`` array,
+        in order) to the ``(n_boot,)`` statistic; NaN where undefined.
+    per_cell
+        Per cell, a quantity *summed* over the cell's answer tokens (one array per condition).
     tokens
         Per cell, the number of answer tokens.
     n_boot
-        Resamples (cells drawn with replacement, all conditions paired).
+        Resamples (cells drawn with replacement, the same draw for every array: paired).
     seed
         Seed of the resampling.
     level
@@ -204,20 +210,36 @@ def bootstrap_recovered(ce_ablated: np.ndarray, ce_spliced: np.ndarray, ce_origi
     Returns
     -------
     tuple of float
-        ``(low, high)``; NaN when the ratio is undefined in more than half of the resamples.
+        ``(low, high)``; NaN when the statistic is undefined in more than half of the resamples.
     """
     rng = np.random.default_rng(seed)
     n = len(tokens)
     idx = rng.integers(0, n, size=(n_boot, n))
     tok = tokens[idx].sum(1)
-    abl, spl, org = (a[idx].sum(1) / tok for a in (ce_ablated, ce_spliced, ce_original))
-    den = abl - org
     with np.errstate(divide="ignore", invalid="ignore"):
-        rec = np.where(np.abs(den) < 1e-12, np.nan, (abl - spl) / den)
-    if np.isnan(rec).mean() > 0.5:
+        stat = statistic(*(a[idx].sum(1) / tok for a in per_cell))
+    if np.isnan(stat).mean() > 0.5:
         return float("nan"), float("nan")
-    lo, hi = np.nanpercentile(rec, [50 * (1 - level), 50 * (1 + level)])
+    lo, hi = np.nanpercentile(stat, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def _recovered_v(abl: np.ndarray, spl: np.ndarray, org: np.ndarray) -> np.ndarray:
+    den = abl - org
+    return np.where(np.abs(den) < 1e-12, np.nan, (abl - spl) / den)
+
+
+def _kl_recovered_v(kl_abl: np.ndarray, kl_spl: np.ndarray) -> np.ndarray:
+    return np.where(kl_abl <= 0, np.nan, 1.0 - kl_spl / kl_abl)
+
+
+def bootstrap_recovered(ce_ablated: np.ndarray, ce_spliced: np.ndarray, ce_original: np.ndarray, tokens: np.ndarray, *,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of CE recovered over cells (per-cell CE *sums* per condition).
+
+    See :func:`bootstrap_interval`; NaN when ablation leaves the CE unchanged in most resamples.
+    """
+    return bootstrap_interval(_recovered_v, [ce_ablated, ce_spliced, ce_original], tokens, n_boot=n_boot, seed=seed, level=level)
 
 
 def _recovered(l_abl: float, l_splice: float, l_orig: float) -> float:
@@ -264,7 +286,7 @@ def evaluate_transcoders(
         Also score every candidate cell type (original and all spliced).
     n_boot
         Bootstrap resamples of the held-out cells for the 95% intervals of CE recovered
-        (``*_ci95``; 0: none). See :func:`bootstrap_recovered`.
+        (``*_ci95``) of CE and KL recovered (0: none). See :func:`bootstrap_interval`.
     callback
         ``callback(stage, done, total)`` for progress.
 
@@ -340,15 +362,20 @@ def evaluate_transcoders(
 
     n_tok = max(acc.n, 1)
     ce = {k: v / n_tok for k, v in acc.ce.items()}
+    kl = {k: v / n_tok for k, v in acc.kl.items()}
     cell_tokens = torch.cat(acc.cell_tokens).numpy().astype(np.float64)
 
-    def ci(ablated: Any, spliced: Any) -> list[float] | None:
+    def ci(ablated: Any, spliced: Any, what: str = "ce") -> list[float] | None:
         if not n_boot:
             return None
-        lo, hi = bootstrap_recovered(acc.per_cell(ablated), acc.per_cell(spliced), acc.per_cell("original"), cell_tokens, n_boot=n_boot, seed=0)
+        if what == "ce":
+            arrays = [acc.per_cell(ablated), acc.per_cell(spliced), acc.per_cell("original")]
+            lo, hi = bootstrap_interval(_recovered_v, arrays, cell_tokens, n_boot=n_boot, seed=0)
+        else:
+            arrays = [acc.per_cell(ablated, "kl"), acc.per_cell(spliced, "kl")]
+            lo, hi = bootstrap_interval(_kl_recovered_v, arrays, cell_tokens, n_boot=n_boot, seed=0)
         return None if np.isnan(lo) else [lo, hi]
 
-    kl = {k: v / n_tok for k, v in acc.kl.items()}
     rows = []
     for i in layers:
         var = ysq[i] - float((ysum[i] ** 2).sum()) / max(n_rows, 1)
@@ -375,6 +402,7 @@ def evaluate_transcoders(
             "kl": kl[("splice", i)],
             "kl_zero_ablated": kl[("zero", i)],
             "kl_recovered": _kl_recovered(kl[("zero", i)], kl[("splice", i)]),
+            "kl_recovered_ci95": ci(("zero", i), ("splice", i), "kl"),
         })
     result: dict[str, Any] = {
         "model_hash": tset.manifest.get("model_hash"),
@@ -397,6 +425,7 @@ def evaluate_transcoders(
             "kl": kl["splice_all"],
             "kl_zero_ablated": kl["zero_all"],
             "kl_recovered": _kl_recovered(kl["zero_all"], kl["splice_all"]),
+            "kl_recovered_ci95": ci("zero_all", "splice_all", "kl"),
             "accuracy": None,
         },
     }
@@ -437,11 +466,11 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['layer']} | {f(r['fvu'])} | {f(r['l0'], 1)} | {f(r['dead_fraction'])} | {f(r['ce_spliced'])} | {f(r['ce_zero_ablated'])} | "
             f"{f(r['ce_mean_ablated'])} | {rec(r, 'ce_recovered')} | {rec(r, 'ce_recovered_mean_ablation')} | {f(r['kl'], 4)} | "
-            f"{f(r['kl_zero_ablated'], 4)} | {f(r['kl_recovered'])} |"
+            f"{f(r['kl_zero_ablated'], 4)} | {rec(r, 'kl_recovered')} |"
         )
     lines.append(
         f"| all | – | – | – | {f(a['ce'])} | {f(a['ce_zero_ablated'])} | {f(a['ce_mean_ablated'])} | {rec(a, 'ce_recovered')} | "
-        f"{rec(a, 'ce_recovered_mean_ablation')} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {f(a['kl_recovered'])} |"
+        f"{rec(a, 'ce_recovered_mean_ablation')} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {rec(a, 'kl_recovered')} |"
     )
     lines += [
         "",
