@@ -190,3 +190,20 @@ def test_graph_counts(known: Any) -> None:
     assert rows[("node", "AttentionHead")] == 3 and rows[("node", "CellType")] == 2
     assert rows[("relationship", "GENE_TO_FEATURE")] == 2 + 2 + 2
     assert rows[("relationship", "HEAD_CARRIES")] == 4 + 2  # A/D1: 2 on g1, 1 on g2, 1 on f1.3 -> A; B/D1: 2
+
+
+def test_dataset_diffs_over_shared_cell_types(known: Any) -> None:
+    from circuitdb.errors import InputError
+    from circuitdb.queries import dataset_diffs, dataset_ids
+
+    assert dataset_ids(known) == {"D1": "D1", "D2": "D2"}
+    out = dataset_diffs(known, "D1", "D2", top_genes=1)
+    assert [d.cell_type for d in out] == ["A"]  # B has no circuit in D2
+    d = out[0]
+    assert d.diff.counts() == {"only_a": 4, "only_b": 1, "both": 3}
+    assert d.diff.counts("features") == {"only_a": 1, "only_b": 0, "both": 2}
+    assert d.genes["gene"].tolist() == ["g1"] and round(float(d.genes["delta"][0]), 9) == -0.35
+    with pytest.raises(InputError, match="no circuits of dataset 'D3'.*D1 \\(D1\\), D2 \\(D2\\)"):
+        dataset_diffs(known, "D1", "D3")
+    with pytest.raises(InputError, match="both sides"):
+        dataset_diffs(known, "D2", "D2")
