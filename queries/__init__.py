@@ -95,7 +95,13 @@ def resolve_dataset(runner: Runner, cell_type: str, dataset: str | None) -> str 
 
 def resolve_circuit(runner: Runner, cell_type: str, dataset: str | None) -> dict[str, Any]:
     """The one stored circuit of a cell type (in a dataset); a one-line error when none or several match."""
-    rows = run_rows(runner, "circuits", {"cell_type": cell_type, "dataset": dataset})
+    return _pick_circuit(runner, run_rows(runner, "circuits", {"cell_type": cell_type, "dataset": dataset}),
+                         cell_type, dataset)
+
+
+def _pick_circuit(runner: Runner, rows: list[dict[str, Any]], cell_type: str, dataset: str | None) -> dict[str, Any]:
+    """The one circuit among a cell type's ``rows`` that is in ``dataset`` (any when None), else a one-line error."""
+    rows = [r for r in rows if dataset is None or r["dataset"] == dataset]
     where = f" in dataset {dataset!r}" if dataset else ""
     if not rows:
         known = sorted({r["cell_type"] for r in run_rows(runner, "circuits", {"dataset": dataset})})
@@ -187,23 +193,35 @@ def circuit_diff(
     cell_type_b = cell_type_a if cell_type_b is None else cell_type_b
     dataset_a = resolve_dataset(runner, cell_type_a, dataset_a)
     dataset_b = resolve_dataset(runner, cell_type_b, dataset_b)
+    # one lookup per cell type; the sides are picked from those rows
+    rows_a = run_rows(runner, "circuits", {"cell_type": cell_type_a, "dataset": None})
+    rows_b = rows_a if cell_type_b == cell_type_a else run_rows(runner, "circuits",
+                                                                {"cell_type": cell_type_b, "dataset": None})
     if dataset_a is None and dataset_b is None and cell_type_a != cell_type_b:
         # two cell types, no dataset named: the one dataset that has both, if there is exactly one
-        common = ({r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_a})}
-                  & {r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_b})})
+        common = {r["dataset"] for r in rows_a} & {r["dataset"] for r in rows_b}
         if len(common) == 1:
             dataset_a = common.pop()
     dataset_b = dataset_a if dataset_b is None else dataset_b
-    a = resolve_circuit(runner, cell_type_a, dataset_a)
-    b = resolve_circuit(runner, cell_type_b, dataset_b)
+    a = _pick_circuit(runner, rows_a, cell_type_a, dataset_a)
+    b = _pick_circuit(runner, rows_b, cell_type_b, dataset_b)
     if a["id"] == b["id"]:
         raise InputError(f"both sides are circuit {a['id']!r}; pass a different cell type (--vs) or dataset (--vs-dataset)")
-    params = {"cell_type_a": cell_type_a, "dataset_a": a["dataset"], "cell_type_b": cell_type_b,
-              "dataset_b": b["dataset"]}
-    edges = _diff_generic(runner, "diff_edges", {**params, "limit": 10_000_000 if limit is None else int(limit)})
-    features = _diff_generic(runner, "diff_features", params)
-    counts = {r["status"]: int(r["n"]) for r in _diff_generic(runner, "diff_edge_counts", params).to_dict("records")}
+    # the whole diff in one statement and one round trip: the edges are aggregated once for counts and rows
+    from circuitdb import catalog  # noqa: PLC0415
+
+    stmt = catalog.load("library", "diff_circuits")
+    out = runner.run(stmt, {"ids_a": [a["id"]], "ids_b": [b["id"]],
+                            "limit": _ALL_ROWS if limit is None else max(0, int(limit))})[0]
+    edges = pd.DataFrame(out["edges"], columns=list(_EDGE_COLUMNS))
+    features = pd.DataFrame(out["features"], columns=list(_FEATURE_COLUMNS))
+    counts = {k: int(out[k]) for k in ("only_a", "only_b", "both")}
     return CircuitDiff(a, b, edges, features, counts)
+
+
+_ALL_ROWS = 10_000_000
+_EDGE_COLUMNS = ("status", "type", "source", "target", "weight_a", "weight_b", "delta")
+_FEATURE_COLUMNS = ("status", "feature", "layer", "index", "influence_a", "influence_b", "delta")
 
 
 @dataclass
@@ -266,14 +284,6 @@ def dataset_diffs(runner: Runner, dataset_a: str, dataset_b: str, *, top_genes: 
         genes = run_query(runner, "gene_influence_change", cell_type=ct, dataset_a=a, dataset_b=b, limit=top_genes)
         out.append(CellTypeDatasetDiff(ct, diff, genes))
     return out
-
-
-def _diff_generic(runner: Runner, statement: str, params: dict[str, Any]) -> pd.DataFrame:
-    from circuitdb import catalog  # noqa: PLC0415
-
-    stmt = catalog.load("library", statement)
-    rows = runner.run(stmt, params)
-    return pd.DataFrame(rows, columns=_columns(stmt) if not rows else None)
 
 
 def neighbourhood_graph(
