@@ -12,9 +12,10 @@ directory (``--acts DIR --layer L``; rows of the held-out-free harvest are split
 Measured, each in a fresh subprocess (so peak RSS is its own):
 
 * ``ours``: :func:`circuitdb.transcoder.train.optimizer_step` (what ``train-transcoders``
-  runs each step: sparse-backward TopK encoder, embedding-bag decoder, Adam,
-  unit-norm decoder, AuxK). With ``--precision bfloat16`` the top-k *selection*
-  uses a bf16 matmul (values and gradients stay float32).
+  runs each step: exact two-stage top-k selection, embedding-bag decoder, hand-written
+  sparse backward for encoder and decoder (no autograd graph through the encoder),
+  fused Adam, AuxK). With ``--precision bfloat16`` the top-k *selection* uses a bf16
+  matmul (values and gradients stay float32).
 * ``sparsify``: ``SparseCoder(d, SparseCoderConfig(transcode=True, num_latents=F, k=k))``
   with its forward (fused encoder, decoder, AuxK), ``(fvu + auxk_alpha * auxk).backward()``
   and ``torch.optim.Adam`` at sparsify's default Adam learning rate, initialised as its
@@ -28,6 +29,8 @@ Usage::
     pip install eai-sparsify==1.3.3      # the bench extra
     python benchmarks/bench_transcoder_train.py [--d 512] [--features 8192] [--k 32] [--batch 1024] [--steps 200]
     python benchmarks/bench_transcoder_train.py --acts ACTS_DIR --layer 2
+    # the demo model's width (d_in 128, 768 features, k 16):
+    python benchmarks/bench_transcoder_train.py --d 128 --features 768 --k 16
 """
 
 from __future__ import annotations

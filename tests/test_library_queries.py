@@ -27,7 +27,7 @@ def q(runner: Any, name: str, **params: Any) -> list[dict[str, Any]]:
 
 def test_every_library_file_is_reachable_from_the_registry() -> None:
     used = {q.statement for q in REGISTRY.values()} | {f"feature_neighbourhood_{k}" for k in (1, 2, 3)}
-    used |= {"diff_edges", "diff_features", "diff_edge_counts", "feature_exists"}
+    used |= {"diff_edges", "diff_features", "diff_edge_counts", "diff_circuits", "feature_exists"}
     assert {n for n in catalog.names("library") if not n.startswith("example_")} <= used
 
 
@@ -167,6 +167,29 @@ def test_diff_datasets(known: Any) -> None:
     assert got == {fid(0, 1): ("both", -0.36), fid(1, 3): ("both", -0.2), fid(0, 2): ("only_a", -0.2)}
 
 
+def test_circuit_diff_is_one_pass_of_the_library_diffs(known: Any) -> None:
+    """diff_circuits (what 'circuitdb diff' runs) gives exactly the rows and counts of diff_edges,
+    diff_edge_counts and diff_features, in the same order, for cell-type and dataset diffs."""
+    from circuitdb import catalog as cat
+    from circuitdb.queries import circuit_diff
+
+    for a, b, da, db in (("A", "B", "D1", "D1"), ("A", "A", "D1", "D2"), ("B", "A", "D1", "D2")):
+        p = {"cell_type_a": a, "dataset_a": da, "cell_type_b": b, "dataset_b": db}
+        edges = known.run(cat.load("library", "diff_edges"), {**p, "limit": 1000})
+        counts = {r["status"]: r["n"] for r in known.run(cat.load("library", "diff_edge_counts"), p)}
+        feats = known.run(cat.load("library", "diff_features"), p)
+        d = circuit_diff(known, a, b, dataset_a=da, dataset_b=db)
+        assert d.counts() == {k: counts.get(k, 0) for k in ("only_a", "only_b", "both")}
+        assert _rows(d.edges) == edges and _rows(d.features) == feats
+        top = circuit_diff(known, a, b, dataset_a=da, dataset_b=db, limit=3)
+        assert _rows(top.edges) == edges[:3] and top.counts() == d.counts()
+    assert circuit_diff(known, "A", "B").counts() == {"only_a": 5, "only_b": 3, "both": 2}
+
+
+def _rows(df: Any) -> list[dict[str, Any]]:
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
 def test_gene_influence_change(known: Any) -> None:
     rows = q(known, "gene_influence_change", cell_type="A", dataset_a="D1", dataset_b="D2")
     got = [(r["gene"], r["influence_a"], r["influence_b"], round(r["delta"], 9)) for r in rows]
@@ -190,3 +213,20 @@ def test_graph_counts(known: Any) -> None:
     assert rows[("node", "AttentionHead")] == 3 and rows[("node", "CellType")] == 2
     assert rows[("relationship", "GENE_TO_FEATURE")] == 2 + 2 + 2
     assert rows[("relationship", "HEAD_CARRIES")] == 4 + 2  # A/D1: 2 on g1, 1 on g2, 1 on f1.3 -> A; B/D1: 2
+
+
+def test_dataset_diffs_over_shared_cell_types(known: Any) -> None:
+    from circuitdb.errors import InputError
+    from circuitdb.queries import dataset_diffs, dataset_ids
+
+    assert dataset_ids(known) == {"D1": "D1", "D2": "D2"}
+    out = dataset_diffs(known, "D1", "D2", top_genes=1)
+    assert [d.cell_type for d in out] == ["A"]  # B has no circuit in D2
+    d = out[0]
+    assert d.diff.counts() == {"only_a": 4, "only_b": 1, "both": 3}
+    assert d.diff.counts("features") == {"only_a": 1, "only_b": 0, "both": 2}
+    assert d.genes["gene"].tolist() == ["g1"] and round(float(d.genes["delta"][0]), 9) == -0.35
+    with pytest.raises(InputError, match="no circuits of dataset 'D3'.*D1 \\(D1\\), D2 \\(D2\\)"):
+        dataset_diffs(known, "D1", "D3")
+    with pytest.raises(InputError, match="both sides"):
+        dataset_diffs(known, "D2", "D2")

@@ -10,7 +10,7 @@ from circuitdb.errors import InputError
 from circuitdb.loaders.adapters import adapter_for
 from circuitdb.transcoder.activations import feature_activations, top_genes
 from circuitdb.transcoder.common import PromptOptions, iter_cell_prompts, load_model, pad_batch
-from circuitdb.transcoder.evaluate import _recovered, evaluate_transcoders, load_transcoders
+from circuitdb.transcoder.evaluate import _recovered, bootstrap_recovered, evaluate_transcoders, load_transcoders
 from circuitdb.transcoder.hooks import capture_mlp, replace_mlp
 from tiny_models import LABEL_KEY, TOP_K, cli, neox_dir, neox_model, neox_pipeline, save_model_dir, tiny_data  # noqa: F401
 
@@ -56,9 +56,35 @@ def test_evaluate_held_out(neox_pipeline, tiny_data, capsys, tmp_path):
         assert row["kl_recovered"] == pytest.approx(1 - row["kl"] / row["kl_zero_ablated"])
         assert row["ce_recovered"] == pytest.approx(_recovered(row["ce_zero_ablated"], row["ce_spliced"], r["original"]["ce"]))
         assert row["ce_zero_ablated"] != r["original"]["ce"]
+        for key in ("ce_recovered", "kl_recovered"):
+            lo, hi = row[f"{key}_ci95"]
+            assert lo <= hi and lo < row[key] + 1e-9 and hi > row[key] - 1e-9
+    assert r["bootstrap"]["resamples"] == 1000 and r["bootstrap"]["unit"] == "held-out cell"
     assert 0 <= r["original"]["accuracy"] <= 1 and 0 <= r["all_layers"]["accuracy"] <= 1
     text = table.read_text()
     assert "| layer | FVU |" in text and "| all |" in text and text.count("\n| ") >= 4
+    assert f"{r['layers'][0]['ce_recovered']:.3f} [" in text and "bootstrap interval over held-out cells" in text
+
+
+def test_bootstrap_interval_of_ce_recovered():
+    rng = np.random.default_rng(0)
+    n = 200
+    tokens = rng.integers(2, 6, n).astype(float)
+    orig = rng.uniform(0.1, 0.5, n) * tokens
+    abl = orig + rng.uniform(0.5, 1.5, n) * tokens
+    # every cell recovers exactly 90%: a degenerate interval at 0.9
+    lo, hi = bootstrap_recovered(abl, orig + 0.1 * (abl - orig), orig, tokens, n_boot=300)
+    assert lo == pytest.approx(0.9) and hi == pytest.approx(0.9)
+    # noisy per-cell recovery: the interval brackets the pooled ratio and narrows with more cells
+    spl = orig + rng.uniform(0.0, 0.4, n) * (abl - orig)
+    point = _recovered(abl.sum() / tokens.sum(), spl.sum() / tokens.sum(), orig.sum() / tokens.sum())
+    lo, hi = bootstrap_recovered(abl, spl, orig, tokens, n_boot=500)
+    assert lo < point < hi and hi - lo < 0.1
+    lo4, hi4 = bootstrap_recovered(abl[:50], spl[:50], orig[:50], tokens[:50], n_boot=500)
+    assert hi4 - lo4 > hi - lo
+    assert bootstrap_recovered(abl, spl, orig, tokens, n_boot=500) == (lo, hi)  # seeded
+    # ablation that changes nothing: undefined, not a fake interval
+    assert all(np.isnan(bootstrap_recovered(orig, spl, orig, tokens, n_boot=100)))
 
 
 def test_evaluate_matches_a_manual_ce(neox_pipeline, tiny_data):

@@ -28,6 +28,7 @@ from circuitdb.errors import CircuitDBError
 COMMANDS: dict[str, str] = {
     "attribute": "circuitdb.cli.attribute:attribute_cmd",
     "circuits": "circuitdb.cli.circuits:circuits",
+    "datasets": "circuitdb.cli.datasets:datasets",
     "db": "circuitdb.cli.db:db",
     "demo": "circuitdb.cli.demo:demo",
     "demo-model": "circuitdb.cli.demo_model:demo_model",

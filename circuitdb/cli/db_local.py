@@ -29,13 +29,17 @@ def _auth_text(auth: bool | None) -> str:
 @click.option("--auth", is_flag=True, help="Require a password: user neo4j, password from env NEO4J_PASSWORD.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=300.0, show_default=True,
               metavar="SECONDS", help="How long to wait for Neo4j to come up.")
+@click.option("--pagecache", default=None, metavar="SIZE",
+              help="Neo4j page cache, e.g. 512m or 2g (default 512m, env CIRCUITDB_NEO4J_PAGECACHE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's state as JSON on stdout.")
-def up(local: bool, port: int | None, data_dir: Path | None, auth: bool, timeout_s: float, as_json: bool) -> None:
+def up(local: bool, port: int | None, data_dir: Path | None, auth: bool, timeout_s: float, pagecache: str | None,
+       as_json: bool) -> None:
     """Start a local Neo4j (loopback only) and wait until it accepts Bolt connections."""
     if not local:
         raise UsageError("db up needs --local (Neo4j from Maven jars on this machine); with Docker run "
                          "'docker compose -f docker/compose.yml up -d' instead")
-    state = local_neo4j.start(port=port, data_dir=data_dir, auth=auth, timeout_s=timeout_s, on_event=info)
+    state = local_neo4j.start(port=port, data_dir=data_dir, auth=auth, timeout_s=timeout_s, pagecache=pagecache,
+                              on_event=info)
     info(f"local Neo4j {state.version} is up at {state.uri} (auth {_auth_text(state.auth)}, "
          f"data {state.data_dir}, pid {state.pid})")
     info(f"use it with: export NEO4J_URI={state.uri}" + (" NEO4J_PASSWORD=..." if state.auth else ""))

@@ -10,8 +10,8 @@ from circuitdb.cli.console import console, emit_json, info
 @click.command()
 @click.option("--cell-type", "cell_type", required=True, help="Side A's cell type.")
 @click.option("--vs", "vs", default=None, help="Side B's cell type (default: the same, for a dataset diff).")
-@click.option("--dataset", default=None, help="Side A's dataset id (default: the one that has the cell type).")
-@click.option("--vs-dataset", "vs_dataset", default=None, help="Side B's dataset id (default: --dataset).")
+@click.option("--dataset", default=None, help="Side A's dataset, by id or by name (default: the one that has the cell type).")
+@click.option("--vs-dataset", "vs_dataset", default=None, help="Side B's dataset, by id or by name (default: --dataset).")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(1, 100000), help="Rows shown in the table.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print {counts, only_a, only_b, both, features} as JSON on stdout.")

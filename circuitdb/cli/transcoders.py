@@ -108,19 +108,21 @@ def harvest_cmd(model_dir: str, data: str, label_key: str, holdout_every: int, t
 @click.option("--lr", type=float, default=None, help="Learning rate [default: scaled by width].")
 @click.option("--positions", type=click.Choice(["all", "genes"]), default="all", show_default=True, help="Train on all rows or gene rows only.")
 @click.option("--dead-after", "dead_after_rows", type=int, default=200_000, show_default=True, help="Rows without firing before a feature counts as dead.")
+@click.option("--resample-every", type=int, default=0, show_default=True,
+              help="Re-initialise dead features every N steps from badly reconstructed rows (0: off; AuxK handles them).")
 @click.option("--encoder-precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True, help="Steps between checkpoints.")
 @click.option("--save-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="Output directory (a rerun resumes; finished layers are skipped).")
 def train_cmd(acts: str, layers: str, features: int, k: int, activation: str, l1_coeff: float, skip: bool, steps: int | None, epochs: int | None,
-              batch_size: int, lr: float | None, positions: str, dead_after_rows: int, encoder_precision: str, checkpoint_every: int,
+              batch_size: int, lr: float | None, positions: str, dead_after_rows: int, resample_every: int, encoder_precision: str, checkpoint_every: int,
               save_dtype: str, seed: int, out: str) -> None:
     """Train one transcoder per layer on harvested activations (resumable)."""
     from circuitdb.transcoder.train import TrainConfig, train_transcoders
 
     cfg = TrainConfig(d_features=features, k=k, activation=activation, l1_coeff=l1_coeff, skip=skip, steps=steps, epochs=epochs,  # type: ignore[arg-type]
-                      batch_size=batch_size, lr=lr, positions=positions, dead_after_rows=dead_after_rows,  # type: ignore[arg-type]
+                      batch_size=batch_size, lr=lr, positions=positions, dead_after_rows=dead_after_rows, resample_every=resample_every,  # type: ignore[arg-type]
                       encoder_precision=encoder_precision, checkpoint_every=checkpoint_every, save_dtype=save_dtype, seed=seed)  # type: ignore[arg-type]
     with progress() as bar:
         tasks: dict[int, int] = {}
@@ -149,10 +151,12 @@ def train_cmd(acts: str, layers: str, features: int, k: int, activation: str, l1
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Prompts per forward pass.")
 @click.option("--max-cells", type=int, default=None, help="Evaluate at most this many held-out cells.")
 @click.option("--no-accuracy", is_flag=True, help="Skip candidate scoring (cell-type accuracy).")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Resamples of the held-out cells for 95% intervals of CE recovered (0: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--table", type=click.Path(), default=None, help="Write the markdown table to this file.")
 def eval_cmd(model_dir: str, tc_dir: str, data: str, label_key: str, holdout_every: int, top_k: int | None, expr_layer: str, symbol_key: str | None,
-             organism: str | None, layers: str | None, batch_size: int, max_cells: int | None, no_accuracy: bool, as_json: bool, table: str | None) -> None:
+             organism: str | None, layers: str | None, batch_size: int, max_cells: int | None, no_accuracy: bool, n_boot: int, as_json: bool, table: str | None) -> None:
     """Held-out faithfulness: FVU, L0, dead features, CE recovered, KL and accuracy with transcoders spliced in."""
     from circuitdb.transcoder.common import check_labels, load_model, read_data
     from circuitdb.transcoder.evaluate import evaluate_transcoders, load_transcoders, markdown_table
@@ -171,7 +175,7 @@ def eval_cmd(model_dir: str, tc_dir: str, data: str, label_key: str, holdout_eve
         def cb(stage: str, done: int, total: int) -> None:
             bar.update(task, total=total, advance=done if stage == "ce" else 0, status=stage)
 
-        result = evaluate_transcoders(model, tok, adata, tset, opts, batch_size=batch_size, max_cells=max_cells, accuracy=not no_accuracy, callback=cb)
+        result = evaluate_transcoders(model, tok, adata, tset, opts, batch_size=batch_size, max_cells=max_cells, accuracy=not no_accuracy, n_boot=n_boot, callback=cb)
     md = markdown_table(result)
     if table:
         p = Path(table)

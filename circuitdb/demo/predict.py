@@ -196,3 +196,28 @@ def predict_cells(
         }
     )
     return Predictions(table=table, cell_types=cell_types, top_k=top_k, holdout_every=holdout_every, n_skipped=n_skipped, scores=full)
+
+
+def labelled_anndata(adata: Any, preds: Predictions, key: str, *, params: dict[str, Any] | None = None) -> Any:
+    """``adata`` (in memory) with the predictions in ``obs[key]`` and the margins in ``obs[f"{key}_margin"]``.
+
+    ``obs[key]`` is categorical over the model's candidate types; cells that were not
+    scored (no expressed genes) are missing. ``uns[key]["params"]`` records how (model, top-k, ...),
+    scanpy-style (cell-type names hold "/", so they are never used as ``uns`` keys).
+
+    Raises
+    ------
+    InputError
+        The predictions do not belong to ``adata`` (other cells or another order).
+    """
+    ids = preds.table["cell_id"].astype(str).tolist()
+    if ids != [str(c) for c in adata.obs_names]:
+        raise InputError("the predictions are for other cells than the AnnData (cell ids differ); predict on the same file")
+    pred = preds.table["predicted"].replace("", np.nan)
+    adata.obs[key] = pd.Categorical(pred.to_numpy(dtype=object), categories=list(preds.cell_types))
+    adata.obs[f"{key}_margin"] = preds.table["margin"].to_numpy(dtype=np.float64)
+    adata.uns[key] = {
+        "params": {**{k: str(v) for k, v in (params or {}).items()}, "top_k": int(preds.top_k),
+                   "method": "summed answer-token log-probability over the candidate types"},
+    }
+    return adata

@@ -59,6 +59,10 @@ FAILED_MARK = "CIRCUITDB_NEO4J_FAILED"
 LAUNCHER_JAR = "circuitdb-neo4j-launcher.jar"
 MIN_PASSWORD_LENGTH = 8  # Neo4j 5's default dbms.security.auth_minimum_password_length
 DEFAULT_JAVA_OPTS = "-Xms256m -Xmx1g"
+#: Neo4j's page cache (store files cached off-heap; allocated as it fills). The launcher's own default
+#: (128m) is smaller than the store of a 1M-relationship graph (~430 MB), which then pages on every query.
+DEFAULT_PAGECACHE = "512m"
+_PAGECACHE_RE = re.compile(r"^[1-9][0-9]*[kmgKMG]?$")
 
 Callback = Callable[[str], None]
 
@@ -404,7 +408,8 @@ def status(directory: Path | None = None) -> LocalNeo4jStatus:
 
 def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool = False,
           password: str | None = None, timeout_s: float = 300.0, directory: Path | None = None,
-          java_opts: str | None = None, on_event: Callback | None = None) -> LocalNeo4jState:
+          java_opts: str | None = None, pagecache: str | None = None,
+          on_event: Callback | None = None) -> LocalNeo4jState:
     """Build (once) and start the local Neo4j; return its state once Bolt is ready.
 
     Parameters
@@ -423,6 +428,9 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
         Run directory (state file, log). Default :func:`run_dir`.
     java_opts
         JVM options (default env ``CIRCUITDB_NEO4J_JAVA_OPTS`` or ``-Xms256m -Xmx1g``).
+    pagecache
+        Neo4j page cache size such as ``512m`` or ``2g`` (default env ``CIRCUITDB_NEO4J_PAGECACHE``
+        or ``512m``).
     on_event
         Called with one-line progress messages.
 
@@ -450,6 +458,9 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
             raise InputError(f"NEO4J_PASSWORD is shorter than {MIN_PASSWORD_LENGTH} characters, "
                              "which Neo4j refuses; export a longer one")
 
+    pagecache = pagecache if pagecache is not None else os.environ.get("CIRCUITDB_NEO4J_PAGECACHE", DEFAULT_PAGECACHE)
+    if not _PAGECACHE_RE.match(pagecache.strip()):
+        raise InputError(f"page cache size {pagecache!r} is not a size; pass e.g. --pagecache 512m or 2g")
     current = status(directory)
     if current.running:
         same = (current.data_dir == str(data) and current.auth == auth
@@ -486,7 +497,8 @@ def start(*, port: int | None = None, data_dir: Path | None = None, auth: bool =
     opts = (java_opts if java_opts is not None
             else os.environ.get("CIRCUITDB_NEO4J_JAVA_OPTS", DEFAULT_JAVA_OPTS)).split()
     launch = _Launch(java=toolchain.java, java_opts=opts, jar=home / LAUNCHER_JAR, data=data, auth=auth,
-                     password=password or "", directory=directory, timeout_s=timeout_s)
+                     password=password or "", directory=directory, timeout_s=timeout_s,
+                     pagecache=pagecache.strip().lower())
     for attempt in range(3):
         try:
             return _spawn_and_wait(launch, port, on_event)
@@ -513,6 +525,7 @@ class _Launch:
     password: str
     directory: Path
     timeout_s: float
+    pagecache: str = DEFAULT_PAGECACHE
 
 
 def _spawn_and_wait(launch: _Launch, port: int, on_event: Callback | None) -> LocalNeo4jState:
@@ -520,7 +533,7 @@ def _spawn_and_wait(launch: _Launch, port: int, on_event: Callback | None) -> Lo
     directory = launch.directory
     log_path = directory / "neo4j.log"
     cmd = [str(launch.java), *launch.java_opts, "-jar", str(launch.jar),
-           "--port", str(port), "--data", str(launch.data)]
+           "--port", str(port), "--data", str(launch.data), "--pagecache", launch.pagecache]
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_PASSWORD"}
     if launch.auth:
         cmd.append("--auth")

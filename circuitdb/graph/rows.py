@@ -148,10 +148,10 @@ def content_hash(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
 
 
 def merge_key(*parts: str) -> str:
-    """The short ``mkey`` a relationship is MERGEd on: a hash of its circuit id (and, for a head row,
-    the edge source). It is deliberately not indexed: MERGE on the indexed ``circuit`` property lets
-    Neo4j's planner pick a relationship-index seek that scans every edge of the circuit per row
-    (quadratic on a first load); on ``mkey`` it expands between the two end nodes instead."""
+    """A short ``mkey`` a relationship can be MERGEd on (a hash of e.g. a GRN name). It is deliberately
+    not indexed: MERGE on an indexed property lets Neo4j's planner pick a relationship-index seek that
+    scans every relationship with that value per row (quadratic on a first load); on ``mkey`` it expands
+    between the two end nodes instead. (Circuit edges are CREATEd after a purge and need no key.)"""
     return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
@@ -177,7 +177,6 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
     p = circuit.provenance
     stats = feature_stats or {}
     cid = circuit.id
-    ckey = merge_key(cid)
     model_id = model_node_id(p.model_hash)
     tc_id = transcoder_set_node_id(p.transcoder_hash)
 
@@ -201,7 +200,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
             symbol = n.gene if n.gene is not None else n.id.split(":", 1)[-1]
             genes[symbol] = {"symbol": symbol}
             key_of[n.id] = ("gene", symbol)
-            has_gene.append({"circuit": cid, "mkey": ckey, "symbol": symbol, "influence": _num(n.influence),
+            has_gene.append({"circuit": cid, "symbol": symbol, "influence": _num(n.influence),
                              "frequency": _num(n.frequency)})
         elif n.kind == "feature":
             if n.layer is None or n.index is None:
@@ -211,7 +210,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
             features[fid] = {"id": fid, "layer": int(n.layer), "index": int(n.index), "transcoder_set": tc_id,
                              "density": st.get("density"), "top_genes": st.get("top_genes")}
             key_of[n.id] = ("feature", fid)
-            has_feature.append({"circuit": cid, "mkey": ckey, "feature": fid, "influence": _num(n.influence),
+            has_feature.append({"circuit": cid, "feature": fid, "influence": _num(n.influence),
                                 "frequency": _num(n.frequency), "activation": _num(n.activation)})
         elif n.kind == "target":
             name = n.cell_type if n.cell_type is not None else p.cell_type
@@ -238,7 +237,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
         if (rel, skey, tkey) in seen:
             raise InputError(f"circuit {cid}: edge {e.source} -> {e.target} appears twice; rebuild the circuit file")
         seen.add((rel, skey, tkey))
-        edges[rel.lower()].append({"circuit": cid, "mkey": ckey, "source": skey, "target": tkey,
+        edges[rel.lower()].append({"circuit": cid, "source": skey, "target": tkey,
                                    "weight": float(e.weight), "frequency": _num(e.frequency)})
         head_stmt = "head_to_feature" if tkind == "feature" else "head_to_cell_type"
         head_seen: set[str] = set()
@@ -249,7 +248,7 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
                                  "twice; rebuild the circuit file")
             head_seen.add(hid)
             heads[hid] = {"id": hid, "model": model_id, "layer": int(h.layer), "head": int(h.head)}
-            edges[head_stmt].append({"circuit": cid, "mkey": merge_key(cid, skey), "head": hid, "source": skey, "target": tkey,
+            edges[head_stmt].append({"circuit": cid, "head": hid, "source": skey, "target": tkey,
                                      "weight": float(h.weight), "frequency": _num(h.frequency)})
 
     nodes = {

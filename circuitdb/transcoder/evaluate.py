@@ -23,8 +23,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from circuitdb.errors import InputError
@@ -163,17 +164,82 @@ def score_cells(model: Any, tokenizer: Any, prompts: list[CellPrompt], candidate
 
 
 class _Acc:
-    """Accumulates per-condition CE / KL over answer tokens."""
+    """Accumulates per-condition CE / KL over answer tokens, also summed per cell (for the bootstrap)."""
 
     def __init__(self) -> None:
         self.ce: dict[Any, float] = {}
         self.kl: dict[Any, float] = {}
+        self.cell_ce: dict[Any, list[torch.Tensor]] = {}
+        self.cell_kl: dict[Any, list[torch.Tensor]] = {}
+        self.cell_tokens: list[torch.Tensor] = []
         self.n = 0
 
-    def add(self, key: Any, logp: torch.Tensor, tgt: torch.Tensor, orig: torch.Tensor | None) -> None:
-        self.ce[key] = self.ce.get(key, 0.0) - float(logp.gather(-1, tgt[:, None]).sum())
+    def add(self, key: Any, logp: torch.Tensor, tgt: torch.Tensor, orig: torch.Tensor | None, cell: torch.Tensor, n_cells: int) -> None:
+        nll = -logp.gather(-1, tgt[:, None]).squeeze(1).double()
+        self.ce[key] = self.ce.get(key, 0.0) + float(nll.sum())
+        self.cell_ce.setdefault(key, []).append(torch.zeros(n_cells, dtype=torch.float64).index_add_(0, cell, nll))
         if orig is not None:
-            self.kl[key] = self.kl.get(key, 0.0) + float((orig.exp() * (orig - logp)).sum())
+            kl = (orig.exp() * (orig - logp)).sum(-1).double()
+            self.kl[key] = self.kl.get(key, 0.0) + float(kl.sum())
+            self.cell_kl.setdefault(key, []).append(torch.zeros(n_cells, dtype=torch.float64).index_add_(0, cell, kl))
+
+    def per_cell(self, key: Any, what: str = "ce") -> np.ndarray:
+        return torch.cat((self.cell_ce if what == "ce" else self.cell_kl)[key]).numpy()
+
+
+def bootstrap_interval(statistic: Callable[..., np.ndarray], per_cell: Sequence[np.ndarray], tokens: np.ndarray, *,
+                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval, over cells, of a statistic of per-token means.
+
+    Parameters
+    ----------
+    statistic
+        Maps the per-token means of each array in ``per_cell`` (each an ``(n_boot,)`` array,
+        in order) to the ``(n_boot,)`` statistic; NaN where undefined.
+    per_cell
+        Per cell, a quantity *summed* over the cell's answer tokens (one array per condition).
+    tokens
+        Per cell, the number of answer tokens.
+    n_boot
+        Resamples (cells drawn with replacement, the same draw for every array: paired).
+    seed
+        Seed of the resampling.
+    level
+        Coverage of the interval.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; NaN when the statistic is undefined in more than half of the resamples.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(tokens)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    tok = tokens[idx].sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = statistic(*(a[idx].sum(1) / tok for a in per_cell))
+    if np.isnan(stat).mean() > 0.5:
+        return float("nan"), float("nan")
+    lo, hi = np.nanpercentile(stat, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def _recovered_v(abl: np.ndarray, spl: np.ndarray, org: np.ndarray) -> np.ndarray:
+    den = abl - org
+    return np.where(np.abs(den) < 1e-12, np.nan, (abl - spl) / den)
+
+
+def _kl_recovered_v(kl_abl: np.ndarray, kl_spl: np.ndarray) -> np.ndarray:
+    return np.where(kl_abl <= 0, np.nan, 1.0 - kl_spl / kl_abl)
+
+
+def bootstrap_recovered(ce_ablated: np.ndarray, ce_spliced: np.ndarray, ce_original: np.ndarray, tokens: np.ndarray, *,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of CE recovered over cells (per-cell CE *sums* per condition).
+
+    See :func:`bootstrap_interval`; NaN when ablation leaves the CE unchanged in most resamples.
+    """
+    return bootstrap_interval(_recovered_v, [ce_ablated, ce_spliced, ce_original], tokens, n_boot=n_boot, seed=seed, level=level)
 
 
 def _recovered(l_abl: float, l_splice: float, l_orig: float) -> float:
@@ -197,6 +263,7 @@ def evaluate_transcoders(
     batch_size: int = 8,
     max_cells: int | None = None,
     accuracy: bool = True,
+    n_boot: int = 1000,
     callback: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``tset`` on the held-out cells of ``adata``.
@@ -217,13 +284,16 @@ def evaluate_transcoders(
         Evaluate at most this many held-out cells.
     accuracy
         Also score every candidate cell type (original and all spliced).
+    n_boot
+        Bootstrap resamples of the held-out cells for the 95% intervals of CE recovered
+        (``*_ci95``) of CE and KL recovered (0: none). See :func:`bootstrap_interval`.
     callback
         ``callback(stage, done, total)`` for progress.
 
     Returns
     -------
     dict
-        ``original`` {ce, accuracy}, ``layers`` [{layer, fvu, l0, dead_fraction, ce_recovered, kl, ...}],
+        ``original`` {ce, accuracy}, ``layers`` [{layer, fvu, l0, dead_fraction, ce_recovered, ce_recovered_ci95, kl, ...}],
         ``all_layers`` {ce, ce_recovered, kl, accuracy, ...}, plus counts and hashes.
     """
     if opts.label_key is None:
@@ -267,7 +337,8 @@ def evaluate_transcoders(
         with capture_mlp(adapter, layers) as store:
             logits = model(input_ids=ids, attention_mask=mask).logits
         orig = torch.log_softmax(logits[bi, pos].float().cpu(), -1)
-        acc.add("original", orig, tgt, None)
+        acc.add("original", orig, tgt, None, bi, len(batch))
+        acc.cell_tokens.append(torch.bincount(bi, minlength=len(batch)))
         acc.n += int(tgt.numel())
         valid = mask.bool().cpu()
         for i in layers:
@@ -285,13 +356,26 @@ def evaluate_transcoders(
         for key, repl in conditions:
             with replace_mlp(adapter, repl):
                 lg = model(input_ids=ids, attention_mask=mask).logits
-            acc.add(key, torch.log_softmax(lg[bi, pos].float().cpu(), -1), tgt, orig)
+            acc.add(key, torch.log_softmax(lg[bi, pos].float().cpu(), -1), tgt, orig, bi, len(batch))
         if callback is not None:
             callback("ce", len(batch), total)
 
     n_tok = max(acc.n, 1)
     ce = {k: v / n_tok for k, v in acc.ce.items()}
     kl = {k: v / n_tok for k, v in acc.kl.items()}
+    cell_tokens = torch.cat(acc.cell_tokens).numpy().astype(np.float64)
+
+    def ci(ablated: Any, spliced: Any, what: str = "ce") -> list[float] | None:
+        if not n_boot:
+            return None
+        if what == "ce":
+            arrays = [acc.per_cell(ablated), acc.per_cell(spliced), acc.per_cell("original")]
+            lo, hi = bootstrap_interval(_recovered_v, arrays, cell_tokens, n_boot=n_boot, seed=0)
+        else:
+            arrays = [acc.per_cell(ablated, "kl"), acc.per_cell(spliced, "kl")]
+            lo, hi = bootstrap_interval(_kl_recovered_v, arrays, cell_tokens, n_boot=n_boot, seed=0)
+        return None if np.isnan(lo) else [lo, hi]
+
     rows = []
     for i in layers:
         var = ysq[i] - float((ysum[i] ** 2).sum()) / max(n_rows, 1)
@@ -312,10 +396,13 @@ def evaluate_transcoders(
             "ce_zero_ablated": ce[("zero", i)],
             "ce_mean_ablated": ce[("mean", i)],
             "ce_recovered": _recovered(ce[("zero", i)], ce[("splice", i)], ce["original"]),
+            "ce_recovered_ci95": ci(("zero", i), ("splice", i)),
             "ce_recovered_mean_ablation": _recovered(ce[("mean", i)], ce[("splice", i)], ce["original"]),
+            "ce_recovered_mean_ablation_ci95": ci(("mean", i), ("splice", i)),
             "kl": kl[("splice", i)],
             "kl_zero_ablated": kl[("zero", i)],
             "kl_recovered": _kl_recovered(kl[("zero", i)], kl[("splice", i)]),
+            "kl_recovered_ci95": ci(("zero", i), ("splice", i), "kl"),
         })
     result: dict[str, Any] = {
         "model_hash": tset.manifest.get("model_hash"),
@@ -324,6 +411,7 @@ def evaluate_transcoders(
         "n_answer_tokens": acc.n,
         "n_rows": n_rows,
         "holdout_every": opts.holdout_every,
+        "bootstrap": {"resamples": n_boot, "unit": "held-out cell", "level": 0.95, "seed": 0} if n_boot else None,
         "original": {"ce": ce["original"], "accuracy": None},
         "layers": rows,
         "all_layers": {
@@ -331,10 +419,13 @@ def evaluate_transcoders(
             "ce_zero_ablated": ce["zero_all"],
             "ce_mean_ablated": ce["mean_all"],
             "ce_recovered": _recovered(ce["zero_all"], ce["splice_all"], ce["original"]),
+            "ce_recovered_ci95": ci("zero_all", "splice_all"),
             "ce_recovered_mean_ablation": _recovered(ce["mean_all"], ce["splice_all"], ce["original"]),
+            "ce_recovered_mean_ablation_ci95": ci("mean_all", "splice_all"),
             "kl": kl["splice_all"],
             "kl_zero_ablated": kl["zero_all"],
             "kl_recovered": _kl_recovered(kl["zero_all"], kl["splice_all"]),
+            "kl_recovered_ci95": ci("zero_all", "splice_all", "kl"),
             "accuracy": None,
         },
     }
@@ -359,6 +450,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     def f(v: Any, nd: int = 3) -> str:
         return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
+    def rec(r: dict[str, Any], key: str) -> str:
+        c = r.get(f"{key}_ci95")
+        return f(r[key]) + (f" [{f(c[0], 2)}, {f(c[1], 2)}]" if c else "")
+
     o, a = result["original"], result["all_layers"]
     lines = [
         f"Held-out cells: {result['n_cells']} ({result['n_answer_tokens']} answer tokens, {result['n_rows']} token rows); "
@@ -370,12 +465,12 @@ def markdown_table(result: dict[str, Any]) -> str:
     for r in result["layers"]:
         lines.append(
             f"| {r['layer']} | {f(r['fvu'])} | {f(r['l0'], 1)} | {f(r['dead_fraction'])} | {f(r['ce_spliced'])} | {f(r['ce_zero_ablated'])} | "
-            f"{f(r['ce_mean_ablated'])} | {f(r['ce_recovered'])} | {f(r['ce_recovered_mean_ablation'])} | {f(r['kl'], 4)} | "
-            f"{f(r['kl_zero_ablated'], 4)} | {f(r['kl_recovered'])} |"
+            f"{f(r['ce_mean_ablated'])} | {rec(r, 'ce_recovered')} | {rec(r, 'ce_recovered_mean_ablation')} | {f(r['kl'], 4)} | "
+            f"{f(r['kl_zero_ablated'], 4)} | {rec(r, 'kl_recovered')} |"
         )
     lines.append(
-        f"| all | – | – | – | {f(a['ce'])} | {f(a['ce_zero_ablated'])} | {f(a['ce_mean_ablated'])} | {f(a['ce_recovered'])} | "
-        f"{f(a['ce_recovered_mean_ablation'])} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {f(a['kl_recovered'])} |"
+        f"| all | – | – | – | {f(a['ce'])} | {f(a['ce_zero_ablated'])} | {f(a['ce_mean_ablated'])} | {rec(a, 'ce_recovered')} | "
+        f"{rec(a, 'ce_recovered_mean_ablation')} | {f(a['kl'], 4)} | {f(a['kl_zero_ablated'], 4)} | {rec(a, 'kl_recovered')} |"
     )
     lines += [
         "",
@@ -383,5 +478,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         "the MLP barely changes the answer CE (small denominators), so KL recovered = 1 - KL(orig||spliced) / KL(orig||zero-ablated) "
         "is shown too. FVU, L0 and dead fraction are over every held-out token; dead = never active on them.",
     ]
+    if result.get("bootstrap"):
+        b = result["bootstrap"]
+        lines.append(f"Brackets: {b['level']:.0%} percentile bootstrap interval over held-out cells ({b['resamples']} resamples, conditions paired).")
     lines += ["", f"Cell-type accuracy: original {f(o['accuracy'])}, all transcoders spliced {f(a['accuracy'])}."]
     return "\n".join(lines) + "\n"

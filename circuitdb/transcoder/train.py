@@ -16,9 +16,10 @@ transcoder needs no normalisation. Data order is a pure function of
 ``(seed, layer, epoch)``, so a run resumed from a checkpoint ends with exactly the
 weights of an uninterrupted one.
 
-TopK (default) trains the encoder with a sparse backward pass: only the selected
-``k`` (and AuxK) pre-activations receive gradients, so the encoder's weight
-gradient costs ``B * k * d`` instead of ``B * F * d``.
+TopK (default) needs no (rows, features) gradient: the top-k is selected exactly in two
+stages (group maxima, then the chosen groups), and the backward pass, written out by hand,
+touches only the ``k`` (and AuxK) selected features of each row, so encoder and decoder
+gradients cost ``B * k * d`` instead of ``B * F * d``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class TrainConfig:
         Weight of the AuxK loss (dead TopK features reconstruct the residual).
     dead_after_rows
         A feature not fired in this many rows counts as dead (AuxK target, and the dead fraction).
+    resample_every
+        Every this many steps (0: never), re-initialise the dead features from rows the
+        transcoder reconstructs badly (see :func:`resample_dead_features`); not in the last
+        20% of training. Works with any activation, alongside or instead of AuxK.
     positions
         Train on ``all`` harvested rows or only ``genes`` rows.
     buffer_rows
@@ -122,6 +127,7 @@ class TrainConfig:
     lr_decay: bool = True
     auxk_alpha: float = 1 / 32
     dead_after_rows: int = 200_000
+    resample_every: int = 0
     positions: Literal["all", "genes"] = "all"
     buffer_rows: int = 262_144
     encoder_precision: Literal["float32", "bfloat16"] = "float32"
@@ -143,6 +149,8 @@ class TrainConfig:
             raise InputError(f"--steps must be at least 1, got {self.steps}")
         if self.epochs is not None and self.epochs < 1:
             raise InputError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.resample_every < 0:
+            raise InputError(f"--resample-every must be 0 (off) or a number of steps, got {self.resample_every}")
         if self.batch_size < 1 or self.buffer_rows < 1 or self.checkpoint_every < 1:
             raise InputError("batch size, buffer rows and checkpoint interval must be at least 1")
         if self.lr is not None and not self.lr > 0:
@@ -163,6 +171,8 @@ class TrainConfig:
         d = asdict(self)
         for k in _RESUMABLE_FIELDS + ("device",):
             d.pop(k, None)
+        if not d["resample_every"]:  # checkpoints from before the option existed still resume
+            d.pop("resample_every")
         return d
 
 
@@ -272,71 +282,154 @@ def iter_batches(store: ActivationStore, cfg: TrainConfig, layer: int, start_ste
         epoch += 1
 
 
-# -- the sparse TopK encoder -------------------------------------------------------------
-def _sparse_rows_grad(idx: torch.Tensor, g: torch.Tensor, x: torch.Tensor, n_features: int) -> torch.Tensor:
-    """``G^T x`` for the sparse ``G`` (rows x features) with ``G[b, idx[b, j]] = g[b, j]``: a (features, d) tensor.
+# -- the TopK step: exact top-k selection and an analytic, sparse backward ----------------
+#: Bound on the (rows x features) pre-activation block held at once (elements).
+_PRE_BLOCK = 1 << 21
 
-    Runs as one ``embedding_bag`` whose bags are the features (rows sorted by feature),
-    costing ``B * k * d`` without materialising the ``(B, k, d)`` outer products.
+
+def _group_size(n_features: int, k: int) -> int:
+    """Group width for :func:`_topk`'s two-stage selection, or 0 to use one plain ``topk``."""
+    for s in (8, 6, 4):
+        if n_features % s == 0 and n_features // s >= k and 4 * k * s <= n_features:
+            return s
+    return 0
+
+
+def _topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact row-wise top-``k`` values and indices of ``pre`` (unsorted), faster than one ``topk``.
+
+    Columns are split into groups of ``s``; the top-``k`` elements of a row always lie in
+    the ``k`` groups with the largest maxima (an element outside them is beaten by those
+    ``k`` maxima), so one top-``k`` over the group maxima and one over the ``k * s``
+    elements of the chosen groups select the same values as a top-``k`` over the whole row
+    (indices may differ only between exactly tied values).
     """
-    n, kk = idx.shape
-    flat = idx.reshape(-1)
-    order = torch.argsort(flat, stable=True)
-    rows = torch.arange(n, device=x.device).repeat_interleave(kk)[order]
-    counts = torch.bincount(flat, minlength=n_features)
-    offsets = torch.zeros(n_features, dtype=torch.long, device=x.device)
-    offsets[1:] = counts.cumsum(0)[:-1]
-    return F.embedding_bag(rows, x, offsets, mode="sum", per_sample_weights=g.reshape(-1)[order])
+    n, f = pre.shape
+    s = _group_size(f, k)
+    if not s:
+        return pre.topk(k, dim=-1, sorted=False)
+    g = f // s  # group j holds the columns j, j + g, j + 2g, ... (a strided max vectorises well)
+    groups = pre.view(n, s, g).amax(1).topk(k, dim=-1, sorted=False).indices
+    cols = (groups.unsqueeze(-1) + g * torch.arange(s, device=pre.device)).view(n, k * s)
+    vals, j = pre.gather(1, cols).topk(k, dim=-1, sorted=False)
+    return vals, cols.gather(1, j)
 
 
-class _TopKEncode(torch.autograd.Function):
-    """``relu(topk(x W^T + b))`` with a sparse backward; optionally the AuxK top-k over dead features.
+def _select(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int, dead_idx: torch.Tensor | None, k_aux: int,
+            select_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TopK (and AuxK over the dead features ``dead_idx``) selection of pre-activations ``x W^T + b``.
 
-    The (rows, features) pre-activations are computed a chunk of rows at a time and
-    never kept; only the selected values and indices survive the forward pass.
+    Returns ``(vals, idx, aux_vals, aux_idx)``: the selected pre-activations (before the
+    ReLU; float32) and their feature indices. The (rows, features) pre-activations are
+    computed a block of rows at a time and never kept.
     """
-
-    @staticmethod
-    def forward(ctx, x, w, b, k: int, dead: torch.Tensor | None, k_aux: int, select_dtype: torch.dtype):  # type: ignore[no-untyped-def, override]
-        n = x.shape[0]
-        vals = x.new_empty(n, k)
-        idx = torch.empty(n, k, dtype=torch.long, device=x.device)
-        aux_vals = x.new_empty(n, k_aux)
-        aux_idx = torch.empty(n, k_aux, dtype=torch.long, device=x.device)
-        exact = select_dtype == w.dtype
-        w_sel = w if exact else w.to(select_dtype)
-        b_sel = b if exact else b.to(select_dtype)
-        chunk = 256
-        for r0 in range(0, n, chunk):
-            xc = x[r0 : r0 + chunk]
-            pre = F.linear(xc if exact else xc.to(select_dtype), w_sel, b_sel)
-            v, i = pre.topk(k, dim=-1, sorted=False)
-            idx[r0 : r0 + chunk] = i
-            vals[r0 : r0 + chunk] = v
-            if k_aux:
-                assert dead is not None
-                va, ia = pre.masked_fill(~dead, -torch.inf).topk(k_aux, dim=-1, sorted=False)
-                aux_idx[r0 : r0 + chunk] = ia
-                aux_vals[r0 : r0 + chunk] = va
-        vals = torch.relu(vals)
+    n, n_feat = x.shape[0], w.shape[0]
+    exact = select_dtype == w.dtype
+    w_sel = w if exact else w.to(select_dtype)
+    b_sel = b if exact else b.to(select_dtype)
+    rows = max(64, _PRE_BLOCK // n_feat)
+    out_v, out_i, aux_v, aux_i = [], [], [], []
+    for r0 in range(0, n, rows):
+        xc = x[r0 : r0 + rows]
+        pre = F.linear(xc if exact else xc.to(select_dtype), w_sel, b_sel)
+        v, i = _topk(pre, k)
+        out_v.append(v)
+        out_i.append(i)
         if k_aux:
-            aux_vals = torch.relu(aux_vals)
-        ctx.save_for_backward(x, idx, aux_idx, vals, aux_vals)
-        ctx.n_features = w.shape[0]
-        ctx.k_aux = k_aux
-        ctx.mark_non_differentiable(idx, aux_idx)
-        return vals, idx, aux_vals, aux_idx
+            assert dead_idx is not None
+            pd = pre.index_select(1, dead_idx)
+            if k_aux < dead_idx.numel():
+                va, ja = pd.topk(k_aux, dim=-1, sorted=False)
+                aux_v.append(va)
+                aux_i.append(dead_idx[ja])
+            else:  # every dead feature is selected
+                aux_v.append(pd)
+                aux_i.append(dead_idx.expand(pd.shape[0], -1))
+    cat = (lambda t: t[0] if len(t) == 1 else torch.cat(t))  # noqa: E731
+    vals, idx = cat(out_v).to(x.dtype), cat(out_i)
+    if k_aux:
+        return vals, idx, cat(aux_v).to(x.dtype), cat(aux_i)
+    return vals, idx, vals.new_empty(n, 0), idx.new_empty(n, 0)
 
-    @staticmethod
-    def backward(ctx, g_vals, g_idx, g_aux, g_aux_idx):  # type: ignore[no-untyped-def, override]
-        x, idx, aux_idx, vals, aux_vals = ctx.saved_tensors
-        g = g_vals * (vals > 0)
-        if ctx.k_aux and g_aux is not None:
-            g = torch.cat([g, g_aux * (aux_vals > 0)], dim=1)
-            idx = torch.cat([idx, aux_idx], dim=1)
-        gw = _sparse_rows_grad(idx, g, x, ctx.n_features)
-        gb = torch.bincount(idx.reshape(-1), weights=g.reshape(-1), minlength=ctx.n_features).to(x.dtype)
-        return None, gw, gb, None, None, None, None
+
+def _decode(idx: torch.Tensor, w_dec: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse decode ``sum_j a[b, j] W_dec[idx[b, j]]`` as a one-node autograd graph in ``a`` only.
+
+    ``torch.autograd.grad(out, a_req, g)`` then runs embedding_bag's own per-sample-weight
+    backward, the dot products ``W_dec[idx[b, j]] . g[b]``, without materialising the
+    ``(B, k, d)`` gathered decoder rows.
+    """
+    a_req = a.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return F.embedding_bag(idx, w_dec.detach(), per_sample_weights=a_req, mode="sum"), a_req
+
+
+def _topk_loss_and_grads(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                         dead: torch.Tensor) -> tuple[float, dict[str, float], torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss, metrics, the (F,) 'fired in this batch' mask and the gradients of one TopK step.
+
+    The loss is ``FVU + auxk_alpha * scale * ||e_hat - e||^2 / var(y)`` (sparsify's AuxK:
+    the top ``k_aux`` dead features reconstruct the detached residual ``e``). The gradients
+    are written out by hand; the only autograd node is the decoder's (see :func:`_decode`).
+    With ``g = dL/d out`` and ``a = relu(pre)`` of the selected features,
+    ``dL/da[b, j] = W_dec[idx[b, j]] . g[b]``, and the weight gradients of encoder and
+    decoder are sums over the ``B * (k + k_aux)`` selected entries only, grouped by feature
+    with one sort that both share. No (rows, features) tensor outlives the selection.
+    """
+    W_enc, b_enc, W_dec, b_dec = p["W_enc"].detach(), p["b_enc"].detach(), p["W_dec"].detach(), p["b_dec"].detach()
+    n, n_feat = x.shape[0], cfg.d_features
+    total_var = (y - y.mean(0)).pow(2).sum().clamp_min(1e-12)
+    dead_idx = dead.nonzero().squeeze(1)
+    n_dead = dead_idx.numel()
+    k_aux = min(x.shape[1] // 2, n_dead) if cfg.auxk_alpha > 0 else 0
+    sel = torch.bfloat16 if cfg.encoder_precision == "bfloat16" else torch.float32
+    vals, idx, aux_vals, aux_idx = _select(x, W_enc, b_enc, cfg.k, dead_idx if k_aux else None, k_aux, sel)
+    a, a_aux = torch.relu(vals), torch.relu(aux_vals)
+    dec, a_req = _decode(idx, W_dec, a)
+    out = dec.detach() + b_dec
+    if "W_skip" in p:
+        out += x @ p["W_skip"].detach().T
+    e = y - out
+    fvu = e.pow(2).sum() / total_var
+    loss = fvu
+    g_out = e * (-2.0 / total_var)  # dL/d out
+    # dL/da of each selected entry, W_dec[idx[b, j]] . g_out[b]
+    (g_a,) = torch.autograd.grad(dec, a_req, g_out)
+    dec_vecs = g_out
+    if k_aux:
+        c = cfg.auxk_alpha * min(n_dead / (x.shape[1] // 2), 1.0)
+        e_hat, a_aux_req = _decode(aux_idx, W_dec, a_aux)
+        r = e_hat.detach() - e
+        loss = loss + c * r.pow(2).sum() / total_var
+        g_hat = r * (2.0 * c / total_var)  # dL/d e_hat
+        (g_a_aux,) = torch.autograd.grad(e_hat, a_aux_req, g_hat)
+        g_a = torch.cat([g_a, g_a_aux], dim=1)
+        dec_vecs = torch.cat([g_out, g_hat])
+        idx_all = torch.cat([idx, aux_idx], dim=1)
+        a_all = torch.cat([a, a_aux], dim=1)
+        vec_rows = torch.cat([torch.arange(n, device=x.device).unsqueeze(1).expand(n, cfg.k),
+                              torch.arange(n, 2 * n, device=x.device).unsqueeze(1).expand(n, k_aux)], dim=1)
+    else:
+        idx_all, a_all = idx, a
+        vec_rows = torch.arange(n, device=x.device).unsqueeze(1).expand(n, cfg.k)
+    g_pre = g_a * (a_all > 0)
+    flat = idx_all.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    offsets = torch.zeros(n_feat, dtype=torch.long, device=x.device)
+    offsets[1:] = torch.bincount(flat, minlength=n_feat).cumsum(0)[:-1]
+    x_rows = torch.arange(n, device=x.device).repeat_interleave(idx_all.shape[1])[order]
+    grads = {
+        "W_enc": F.embedding_bag(x_rows, x, offsets, mode="sum", per_sample_weights=g_pre.reshape(-1)[order]),
+        "b_enc": torch.zeros(n_feat, dtype=x.dtype, device=x.device).index_add_(0, flat, g_pre.reshape(-1)),
+        "W_dec": F.embedding_bag(vec_rows.reshape(-1)[order], dec_vecs, offsets, mode="sum", per_sample_weights=a_all.reshape(-1)[order]),
+        "b_dec": g_out.sum(0),
+    }
+    if "W_skip" in p:
+        grads["W_skip"] = g_out.T @ x
+    on = a > 0
+    fired = torch.zeros(n_feat, dtype=torch.bool, device=x.device)
+    fired[idx[on]] = True
+    return float(loss), {"fvu": float(fvu), "l0": float(on.sum()) / n}, fired, grads
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -420,41 +513,23 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return lr
 
 
-def _step_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, dead: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-    """Loss, metrics and the boolean (F,) 'fired in this batch' of one batch."""
+def _dense_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """ReLU/JumpReLU: the loss (autograd graph), metrics and the (F,) 'fired in this batch' mask."""
     total_var = (y - y.mean(0)).pow(2).sum().clamp_min(1e-12)
-    skip = (x @ p["W_skip"].T) if "W_skip" in p else 0.0
-    n_dead = int(dead.sum())
-    if cfg.activation == "topk":
-        k_aux = min(x.shape[1] // 2, n_dead) if cfg.auxk_alpha > 0 else 0
-        sel = torch.bfloat16 if cfg.encoder_precision == "bfloat16" else torch.float32
-        vals, idx, aux_vals, aux_idx = _TopKEncode.apply(x, p["W_enc"], p["b_enc"], cfg.k, dead if k_aux else None, k_aux, sel)
-        out = F.embedding_bag(idx, p["W_dec"], per_sample_weights=vals, mode="sum") + p["b_dec"] + skip
-        e = y - out
-        fvu = e.pow(2).sum() / total_var
-        loss = fvu
-        if k_aux:
-            e_hat = F.embedding_bag(aux_idx, p["W_dec"], per_sample_weights=aux_vals, mode="sum")
-            scale = min(n_dead / (x.shape[1] // 2), 1.0)
-            loss = loss + cfg.auxk_alpha * scale * (e_hat - e.detach()).pow(2).sum() / total_var
-        fired = torch.zeros(cfg.d_features, dtype=torch.bool, device=x.device)
-        fired[idx[vals > 0]] = True
-        l0 = float((vals > 0).sum()) / x.shape[0]
+    pre = F.linear(x, p["W_enc"], p["b_enc"])
+    if cfg.activation == "relu":
+        acts = torch.relu(pre)
+        sparsity = acts.sum(-1).mean()
     else:
-        pre = F.linear(x, p["W_enc"], p["b_enc"])
-        if cfg.activation == "relu":
-            acts = torch.relu(pre)
-            sparsity = acts.sum(-1).mean()
-        else:
-            acts = _JumpReLU.apply(pre, p["log_threshold"], cfg.jumprelu_bandwidth)
-            sparsity = _StepL0.apply(pre, p["log_threshold"], cfg.jumprelu_bandwidth).sum(-1).mean()
-        out = acts @ p["W_dec"] + p["b_dec"] + skip
-        fvu = (y - out).pow(2).sum() / total_var
-        loss = fvu + cfg.l1_coeff * sparsity
-        active = acts > 0
-        fired = active.any(0)
-        l0 = float(active.sum()) / x.shape[0]
-    return loss, {"fvu": float(fvu.detach()), "l0": l0}, fired
+        acts = _JumpReLU.apply(pre, p["log_threshold"], cfg.jumprelu_bandwidth)
+        sparsity = _StepL0.apply(pre, p["log_threshold"], cfg.jumprelu_bandwidth).sum(-1).mean()
+    out = acts @ p["W_dec"] + p["b_dec"]
+    if "W_skip" in p:
+        out = out + x @ p["W_skip"].T
+    fvu = (y - out).pow(2).sum() / total_var
+    loss = fvu + cfg.l1_coeff * sparsity
+    active = acts > 0
+    return loss, {"fvu": float(fvu.detach()), "l0": float(active.sum()) / x.shape[0]}, active.any(0)
 
 
 @torch.no_grad()
@@ -477,20 +552,100 @@ def optimizer_step(p: dict[str, torch.Tensor], opt: torch.optim.Optimizer, x: to
     returned *before* any parameter changes, so the caller can stop cleanly.
     """
     dead = since_fired > cfg.dead_after_rows
-    loss, metrics, fired = _step_loss(p, x, y, cfg, dead)
-    loss_value = float(loss.detach())
+    if cfg.activation == "topk":
+        loss_value, metrics, fired, grads = _topk_loss_and_grads(p, x, y, cfg, dead)
+    else:
+        loss, metrics, fired = _dense_loss(p, x, y, cfg)
+        loss_value = float(loss.detach())
     if not math.isfinite(loss_value):
         return {**metrics, "loss": loss_value, "dead": float(dead.float().mean())}
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if _unit_decoder(cfg):
-        _project_decoder_grad(p)
+    if cfg.activation == "topk":
+        for name, g in grads.items():
+            p[name].grad = g
+    else:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if _unit_decoder(cfg):
+            _project_decoder_grad(p)
     opt.step()
     if _unit_decoder(cfg):
         _normalise_decoder(p)
     since_fired += x.shape[0]
     since_fired[fired] = 0
     return {**metrics, "loss": loss_value, "dead": float((since_fired > cfg.dead_after_rows).float().mean())}
+
+
+@torch.no_grad()
+def _reconstruct(p: dict[str, torch.Tensor], x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The transcoder's output for normalised rows ``x`` (no gradients)."""
+    if cfg.activation == "topk":
+        sel = torch.bfloat16 if cfg.encoder_precision == "bfloat16" else torch.float32
+        vals, idx, _, _ = _select(x, p["W_enc"].detach(), p["b_enc"].detach(), cfg.k, None, 0, sel)
+        out = F.embedding_bag(idx, p["W_dec"].detach(), per_sample_weights=torch.relu(vals), mode="sum")
+    else:
+        pre = F.linear(x, p["W_enc"], p["b_enc"])
+        acts = torch.relu(pre) if cfg.activation == "relu" else pre * (pre > p["log_threshold"].exp())
+        out = acts @ p["W_dec"]
+    out = out + p["b_dec"]
+    if "W_skip" in p:
+        out = out + x @ p["W_skip"].T
+    return out
+
+
+@torch.no_grad()
+def resample_dead_features(p: dict[str, torch.Tensor], opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                           since_fired: torch.Tensor, generator: torch.Generator) -> int:
+    """Re-initialise the dead features from badly reconstructed rows of the batch ``(x, y)``.
+
+    As in Anthropic's "Towards Monosemanticity" resampling, adapted to transcoders: each dead
+    feature draws a row with probability proportional to its squared reconstruction error;
+    its decoder row points along that row's residual ``y - out`` (unit norm, or the mean
+    norm of the live decoder rows for TopK's free decoders), its encoder row along the
+    row's centred input, scaled to the mean live encoder norm (times 0.2 for ReLU/JumpReLU),
+    and its bias centres the pre-activation at the batch mean. The features' Adam moments
+    and 'rows since fired' counters are reset.
+
+    Returns
+    -------
+    int
+        The number of features resampled.
+    """
+    dead_mask = since_fired > cfg.dead_after_rows
+    dead = dead_mask.nonzero().squeeze(1)
+    n_dead = dead.numel()
+    if n_dead == 0:
+        return 0
+    e = y - _reconstruct(p, x, cfg)
+    err = e.pow(2).sum(1)
+    weights = err if float(err.sum()) > 0 else torch.ones_like(err)
+    rows = torch.multinomial(weights, n_dead, replacement=True, generator=generator)
+    alive = ~dead_mask
+    w_enc, w_dec = p["W_enc"], p["W_dec"]
+    enc_norm = w_enc[alive].norm(dim=1).mean() if bool(alive.any()) else w_enc.norm(dim=1).mean()
+    x_mean = x.mean(0)
+    x_dir = F.normalize(x[rows] - x_mean, dim=1)
+    w_enc[dead] = x_dir * enc_norm * (1.0 if cfg.activation == "topk" else 0.2)
+    p["b_enc"][dead] = -(w_enc[dead] @ x_mean)
+    dec_norm = 1.0
+    if not _unit_decoder(cfg):
+        live = w_dec[alive].norm(dim=1)
+        dec_norm = float(live.mean()) if live.numel() and float(live.mean()) > 0 else 1.0
+    w_dec[dead] = F.normalize(e[rows], dim=1) * dec_norm
+    if "log_threshold" in p:
+        p["log_threshold"][dead] = math.log(cfg.jumprelu_init_threshold)
+    for name in ("W_enc", "b_enc", "W_dec", "log_threshold"):
+        state = opt.state.get(p[name]) if name in p else None
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state and key in state:
+                state[key][dead] = 0
+    since_fired[dead] = 0
+    return n_dead
+
+
+def _resample_generator(cfg: TrainConfig, layer: int, step: int) -> torch.Generator:
+    """The generator of the resampling at ``step``: a pure function of (seed, layer, step), so resuming is exact."""
+    seed = int(np.random.default_rng([cfg.seed, layer, step, 7]).integers(2**62))
+    return torch.Generator(device=cfg.device).manual_seed(seed)
 
 
 def init_training(cfg: TrainConfig, d_in: int, d_out: int, layer: int, out_mean: torch.Tensor, in_mean: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.optim.Optimizer, torch.Tensor]:
@@ -622,6 +777,8 @@ def train_layer(
             )
         run_steps += 1
         done_steps = step + 1
+        if cfg.resample_every and done_steps % cfg.resample_every == 0 and done_steps < int(total * 0.8):
+            metrics["resampled"] = float(resample_dead_features(p, opt, x, y, cfg, since_fired, _resample_generator(cfg, layer, done_steps)))
         if done_steps % cfg.checkpoint_every == 0 or done_steps == total:
             _save_checkpoint(state_path, p, opt, done_steps, since_fired, cfg, {**extra, "metrics": metrics, "done": False})
             last_good = done_steps

@@ -1,6 +1,7 @@
-// Mark a circuit as completely written (the last step of its export).
-// params: $id (circuit id), $n_edges (weighted edges written), $n_nodes (member nodes written)
-// returns: id
-MATCH (c:Circuit {id: $id})
-SET c.complete = true, c.n_edges = $n_edges, c.n_nodes = $n_nodes
-RETURN c.id AS id
+// Mark circuits as completely written (the last step of their export, after their last edge batch).
+// params: $rows: [{id (circuit id), n_edges (weighted edges written), n_nodes (member nodes written)}]
+// returns: n (circuits marked)
+UNWIND $rows AS r
+MATCH (c:Circuit {id: r.id})
+SET c.complete = true, c.n_edges = r.n_edges, c.n_nodes = r.n_nodes
+RETURN count(*) AS n

@@ -1,9 +1,10 @@
 // Weighted gene -> feature edges of a circuit.
-// params: $rows: [{circuit, mkey (merge key), source (gene symbol), target (feature id), weight, frequency}]
+// CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
+// complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
+// params: $rows: [{circuit, source (gene symbol), target (feature id), weight, frequency}]
 // returns: n (rows written)
 UNWIND $rows AS r
 MATCH (s:Gene {symbol: r.source})
 MATCH (t:Feature {id: r.target})
-MERGE (s)-[e:GENE_TO_FEATURE {mkey: r.mkey}]->(t)
-SET e.circuit = r.circuit, e.weight = r.weight, e.frequency = r.frequency
+CREATE (s)-[:GENE_TO_FEATURE {circuit: r.circuit, weight: r.weight, frequency: r.frequency}]->(t)
 RETURN count(*) AS n

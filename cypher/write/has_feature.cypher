@@ -1,9 +1,10 @@
 // Circuit membership of features, with influence, frequency and mean activation.
-// params: $rows: [{circuit, mkey (merge key), feature, influence, frequency, activation}]
+// CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
+// complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
+// params: $rows: [{circuit, feature (feature id), influence, frequency, activation}]
 // returns: n (rows written)
 UNWIND $rows AS r
-MATCH (c:Circuit {id: r.circuit})
-MATCH (f:Feature {id: r.feature})
-MERGE (c)-[m:HAS_FEATURE {mkey: r.mkey}]->(f)
-SET m.circuit = r.circuit, m.influence = r.influence, m.frequency = r.frequency, m.activation = r.activation
+MATCH (s:Circuit {id: r.circuit})
+MATCH (t:Feature {id: r.feature})
+CREATE (s)-[:HAS_FEATURE {circuit: r.circuit, influence: r.influence, frequency: r.frequency, activation: r.activation}]->(t)
 RETURN count(*) AS n

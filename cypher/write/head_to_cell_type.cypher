@@ -1,9 +1,10 @@
 // Per-head parts of edges into a cell type: one HEAD_CARRIES row per (circuit, edge source, head).
-// params: $rows: [{circuit, mkey (merge key), head (head id), source (gene symbol or feature id), target (cell type name), weight, frequency}]
+// CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
+// complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
+// params: $rows: [{circuit, head (head id), source (gene symbol or feature id), target (cell type name), weight, frequency}]
 // returns: n (rows written)
 UNWIND $rows AS r
-MATCH (h:AttentionHead {id: r.head})
+MATCH (s:AttentionHead {id: r.head})
 MATCH (t:CellType {name: r.target})
-MERGE (h)-[e:HEAD_CARRIES {mkey: r.mkey}]->(t)
-SET e.circuit = r.circuit, e.source = r.source, e.target = r.target, e.weight = r.weight, e.frequency = r.frequency
+CREATE (s)-[:HEAD_CARRIES {circuit: r.circuit, source: r.source, target: r.target, weight: r.weight, frequency: r.frequency}]->(t)
 RETURN count(*) AS n
