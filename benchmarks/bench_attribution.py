@@ -27,8 +27,16 @@ Models:
   synthetic token ids of the length the C2S prompt has (``--tokens-per-gene`` per gene
   plus a 48-token template).
 
+``--setting ct`` runs our engine alone in the circuit-tracer comparison setting of issue 6
+(:func:`ct_setting`: random NeoX-style model, 4 layers, d_model 256, 4 heads, d_mlp 1024,
+16,384-feature ReLU transcoders with ~44 active features per position, ``max_feature_nodes=2000``;
+:func:`ct_prompt` gives the token ids) and prints seconds and peak RSS per prompt length next to
+circuit-tracer's reference on this machine. :func:`ct_bench` is the same as a function, for the
+side-by-side harness.
+
 Usage::
 
+    python benchmarks/bench_attribution.py --setting ct --tokens 100,200,450
     python benchmarks/bench_attribution.py --models pythia410m --max-feature-nodes 64
     python benchmarks/bench_attribution.py --models demo --demo-model M --demo-transcoders T
 """
@@ -51,6 +59,64 @@ RANDOM_CONFIGS = {
     "pythia410m": dict(vocab_size=50304, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     "demo_config": dict(vocab_size=1000, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
 }
+
+
+#: the circuit-tracer comparison setting (issue 6): a random NeoX-style model (parallel residual, LayerNorm
+#: with bias) and 16,384-feature ReLU transcoders per layer with about 44 active features per position
+CT_MODEL = dict(vocab_size=50304, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
+CT_FEATURES = 16384
+CT_ACTIVE = 44
+CT_MAX_FEATURE_NODES = 2000
+#: circuit-tracer v0.4.1 measured on this machine (2 threads, GPT-2-style equivalent): tokens -> (seconds, GiB)
+CT_REFERENCE = {100: (58.0, 4.0), 200: (89.0, 7.9), 450: (389.0, 20.5)}
+
+
+def ct_setting(seed: int = 0, *, features: int = CT_FEATURES, active: int = CT_ACTIVE, calib_tokens: int = 450) -> tuple[Any, dict[int, Any]]:
+    """The circuit-tracer comparison setting: ``(model, {layer: Transcoder})``, float32, seeded.
+
+    The model is a random GPT-NeoX (``CT_MODEL``: 4 layers, d_model 256, 4 heads, d_mlp 1024,
+    rotary 25%, parallel residual, LayerNorm with bias, untied embeddings). Each layer's ReLU
+    transcoder has unit-norm random decoder rows, ``W_enc = W_dec.T`` and one shared ``b_enc``
+    set to minus the ``1 - active / features`` quantile of the pre-activations on a seeded
+    random prompt of ``calib_tokens`` tokens, so about ``active`` features fire per position
+    (the MLP inputs do not depend on the transcoders: the error terms keep the true forward).
+    """
+    import torch
+
+    from circuitdb.loaders.configs import c2s_pythia_410m_config, random_model
+    from circuitdb.transcoder.model import Transcoder, TranscoderConfig
+
+    model = random_model(c2s_pythia_410m_config(**CT_MODEL), seed=seed)
+    model.set_attn_implementation("eager")
+    n_layers, d = CT_MODEL["num_hidden_layers"], CT_MODEL["hidden_size"]
+    ids = torch.randint(0, CT_MODEL["vocab_size"], (calib_tokens,), generator=torch.Generator().manual_seed(seed + 1))
+    mlp_in: dict[int, Any] = {}
+    hooks = [model.gpt_neox.layers[i].mlp.register_forward_pre_hook(lambda m, a, i=i: mlp_in.__setitem__(i, a[0][0].detach()))
+             for i in range(n_layers)]
+    try:
+        with torch.no_grad():
+            model(ids[None])
+    finally:
+        for h in hooks:
+            h.remove()
+    g = torch.Generator().manual_seed(seed + 2)
+    tcs = {}
+    for layer in range(n_layers):
+        tc = Transcoder(TranscoderConfig(d_in=d, d_features=features, activation="relu", k=None, layer=layer))
+        tc.reset_parameters(g)
+        with torch.no_grad():
+            pre = (mlp_in[layer] @ tc.W_enc).flatten()
+            thr = torch.quantile(pre[:: max(1, pre.numel() // 4_000_000 + 1)], 1.0 - active / features)
+            tc.b_enc.fill_(-float(thr))
+        tcs[layer] = tc.eval()
+    return model, tcs
+
+
+def ct_prompt(n_tokens: int, seed: int = 0) -> Any:
+    """Seeded random token ids of the ct setting (``n_tokens`` long)."""
+    import torch
+
+    return torch.randint(0, CT_MODEL["vocab_size"], (n_tokens,), generator=torch.Generator().manual_seed(1000 + seed + n_tokens))
 
 
 def _rss_now() -> int:
@@ -88,6 +154,10 @@ def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[
     from circuitdb.attribution.replacement import ReplacementModel
 
     torch.manual_seed(0)
+    if args.model == "ct":
+        model, tcs = ct_setting()
+        n_tok = int(args.genes)  # for the ct setting "--genes" carries the prompt length in tokens
+        return ReplacementModel(model, tcs), ct_prompt(n_tok), None, {"tokens": n_tok}
     if args.model in RANDOM_CONFIGS:
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -137,13 +207,16 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     rm, ids, tok, info = _setup(args, args.genes)
     base = _rss_now()
-    secs = float("inf")
+    secs = cpu = float("inf")
     with _PeakRSS() as mem:
+        g = None
         for _ in range(args.repeat):  # the best of --repeat runs (the machine is shared)
-            t0 = time.perf_counter()
+            g = None  # drop the previous graph first: the peak is one attribution's
+            t0, c0 = time.perf_counter(), time.process_time()
             g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
                           heads=False, pairs=True)
-            secs = min(secs, time.perf_counter() - t0)
+            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    assert g is not None
     head_secs, head_edges = float("nan"), 0
     if args.head_split_nodes >= 0:  # a second attribution, with the per-head split of the target + N features
         t1 = time.perf_counter()
@@ -163,9 +236,58 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
                                                 if g.nodes[j].kind == "feature"}
     sample_edges["target"] = {g.nodes[j].key: float(g.adjacency[tnode, j]) for j in torch.nonzero(g.adjacency[tnode]).flatten().tolist()
                               if g.nodes[j].kind == "feature"}
-    return {"seconds": secs, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
             "features": sample, "target_token": int(g.metadata["target"]["token_id"]), "active": g.metadata["n_active_features"],
             "head_split_seconds": head_secs, "head_edges": head_edges, "edges": sample_edges}
+
+
+def _worker_ct(args: argparse.Namespace) -> dict[str, Any]:
+    """One ct-setting attribution (the defaults of ``attribute()``: pairs and the per-head split of 32 nodes)."""
+    import resource
+
+    import torch
+
+    from circuitdb.attribution.attribute import attribute
+
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    rm, ids, _, info = _setup(args, args.genes)
+    base = _rss_now()
+    secs = cpu = float("inf")
+    with _PeakRSS() as mem:
+        g = None
+        for _ in range(args.repeat):
+            g = None  # drop the previous graph first: the peak is one attribution's
+            t0, c0 = time.perf_counter(), time.process_time()
+            g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
+                          heads=args.head_split_nodes >= 0, head_split_nodes=max(0, args.head_split_nodes), pairs=True)
+            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    assert g is not None
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": mem.peak, "model_rss": base, "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "tokens": info["tokens"], "active": g.metadata["n_active_features"], "feature_nodes": g.metadata["n_feature_nodes"],
+            "nodes": len(g.nodes), "head_edges": int(g.head_edges.shape[0])}
+
+
+def ct_bench(tokens: list[int], *, threads: int = 2, max_feature_nodes: int = CT_MAX_FEATURE_NODES, head_split_nodes: int = 32,
+             batch_size: int = 0, repeat: int = 1) -> list[dict[str, Any]]:
+    """Our engine in the circuit-tracer comparison setting, one fresh subprocess per prompt length.
+
+    Returns one dict per length: ``tokens``, ``seconds`` (wall), ``cpu_seconds`` (all threads), ``peak_gib`` (sampled peak RSS during
+    attribution), ``max_rss_gib`` (the process's peak RSS, model set-up included), ``model_gib``
+    (RSS with the model and transcoders loaded), ``active`` features, ``feature_nodes``, ``nodes``,
+    ``head_edges``, and circuit-tracer's reference seconds/GiB on this machine where known.
+    """
+    ns = argparse.Namespace(model_name_current="ct", threads=threads, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
+                            baseline_rows=0, features=CT_FEATURES, k=0, tokens_per_gene=1.0, head_split_nodes=head_split_nodes,
+                            repeat=repeat, demo_model=None, demo_transcoders=None)
+    out = []
+    for n in tokens:
+        r = _sub(ns, "ct", n)
+        ref_s, ref_gib = CT_REFERENCE.get(n, (float("nan"), float("nan")))
+        out.append({"tokens": n, "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"], "peak_gib": r["peak_rss"] / GIB, "max_rss_gib": r["max_rss"] / GIB,
+                    "model_gib": r["model_rss"] / GIB, "active": r["active"], "feature_nodes": r["feature_nodes"], "nodes": r["nodes"],
+                    "head_edges": r["head_edges"], "ct_reference_s": ref_s, "ct_reference_gib": ref_gib})
+    return out
 
 
 def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +298,7 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     rm, ids, tok, info = _setup(args, args.genes)
     spec = json.loads(Path(args.spec).read_text())
     base = _rss_now()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     mem = _PeakRSS().__enter__()
     with torch.no_grad():
         run = rm.run(ids)
@@ -208,14 +330,14 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     y = run.final_norm.apply(x) + (run.final_norm.bias if run.final_norm.bias is not None else 0)
     logit = y[-1] @ run.W_U[:, spec["target_token"]]
     targets = [("target", logit)] + [(f"{f[0]}_{f[2]}_{f[1]}", pre_of[f]) for f in wanted]
-    forward_secs = time.perf_counter() - t0
+    forward_secs, forward_cpu = time.perf_counter() - t0, time.process_time() - c0
     max_diff = 0.0
     max_edge = 0.0
-    back_secs = float("inf")
+    back_secs = back_cpu = float("inf")
     for _ in range(args.repeat):
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         grads_all = [torch.autograd.grad(value, acts + errs + [x0], retain_graph=True, allow_unused=True) for _, value in targets]
-        back_secs = min(back_secs, time.perf_counter() - t1)
+        back_secs, back_cpu = min(back_secs, time.perf_counter() - t1), min(back_cpu, time.process_time() - c1)
     for (name, value), grads in zip(targets, grads_all):
         edges = {}
         for li, L in enumerate(run.layers):
@@ -230,6 +352,7 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
             max_edge = max(max_edge, abs(v))
     mem.__exit__()
     return {"forward_seconds": forward_secs, "backward_seconds_sample": back_secs, "rows_sample": len(targets),
+            "forward_cpu": forward_cpu, "backward_cpu_sample": back_cpu,
             "peak_rss": mem.peak, "model_rss": base,
             "max_edge_diff": max_diff, "max_edge": max_edge}
 
@@ -252,8 +375,20 @@ def _sub(args: argparse.Namespace, role: str, genes: int, spec: Path | None = No
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _slope(pts: list[tuple[float, float]]) -> float:
+    """Least-squares slope of log(seconds) against log(tokens)."""
+    xs, ys = [math.log(t) for t, _ in pts], [math.log(s) for _, s in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setting", choices=["cells", "ct"], default="cells",
+                    help="cells: per-cell seconds vs the one-backward-per-node baseline (--models, --genes); "
+                         "ct: our engine in the circuit-tracer comparison setting (--tokens)")
+    ap.add_argument("--tokens", default="100,200,450", help="ct setting: prompt lengths in tokens")
+    ap.add_argument("--ct-max-feature-nodes", type=int, default=CT_MAX_FEATURE_NODES, help="ct setting: feature budget")
     ap.add_argument("--models", default="pythia410m", help="comma list: demo, demo_config, pythia410m")
     ap.add_argument("--genes", default="50,100,200")
     ap.add_argument("--threads", type=int, default=2)
@@ -276,8 +411,24 @@ def main() -> None:
     if args.worker:
         args.model = args.model_name
         args.genes = int(args.genes)
-        res = _worker_ours(args) if args.worker == "ours" else _worker_baseline(args)
-        sys.stdout.write(json.dumps(res) + "\n")
+        worker = {"ours": _worker_ours, "baseline": _worker_baseline, "ct": _worker_ct}[args.worker]
+        sys.stdout.write(json.dumps(worker(args)) + "\n")
+        return
+
+    if args.setting == "ct":
+        rows = ct_bench([int(x) for x in args.tokens.split(",")], threads=args.threads, max_feature_nodes=args.ct_max_feature_nodes,
+                        head_split_nodes=args.head_split_nodes if args.head_split_nodes != -1 else 32, batch_size=args.batch_size,
+                        repeat=args.repeat)
+        for r in rows:
+            ratio = r["ct_reference_s"] / r["seconds"]
+            print(f"ct tokens={r['tokens']:4d} active={r['active']:6d} feature nodes={r['feature_nodes']:5d} | ours {r['seconds']:7.2f}s (CPU {r['cpu_seconds']:.1f}s) "
+                  f"peak RSS {r['peak_gib']:.2f} GiB (process max {r['max_rss_gib']:.2f}, model+transcoders {r['model_gib']:.2f}) | "
+                  f"circuit-tracer reference {r['ct_reference_s']:.0f}s {r['ct_reference_gib']:.1f} GiB -> {ratio:.1f}x", flush=True)
+        pts = [(r["tokens"], r["seconds"]) for r in rows]
+        if len(pts) >= 2:
+            print(f"ct: seconds ~ tokens^{_slope(pts):.2f} (log-log slope over {len(pts)} sizes)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
         return
 
     import tempfile
@@ -295,22 +446,23 @@ def main() -> None:
             base = _sub(args, "baseline", n, Path(f.name))
             os.unlink(f.name)
             base_total = base["forward_seconds"] + base["backward_seconds_sample"] / base["rows_sample"] * ours["rows"]
+            base_cpu = base["forward_cpu"] + base["backward_cpu_sample"] / base["rows_sample"] * ours["rows"]
             row = {"model": model_name, "genes": n, "tokens": ours["tokens"], "rows": ours["rows"], "active": ours["active"],
                    "ours_s": ours["seconds"], "ours_peak_gib": ours["peak_rss"] / GIB, "model_gib": ours["model_rss"] / GIB,
                    "ours_over_model_gib": (ours["peak_rss"] - ours["model_rss"]) / GIB,
                    "baseline_s": base_total, "baseline_sample_rows": base["rows_sample"], "baseline_peak_gib": base["peak_rss"] / GIB,
-                   "ratio": base_total / ours["seconds"], "max_edge_diff": base["max_edge_diff"], "max_edge": base["max_edge"],
+                   "ratio": base_total / ours["seconds"], "ours_cpu_s": ours["cpu_seconds"], "baseline_cpu_s": base_cpu,
+                   "cpu_ratio": base_cpu / ours["cpu_seconds"], "max_edge_diff": base["max_edge_diff"], "max_edge": base["max_edge"],
                    "head_split_s": ours["head_split_seconds"], "head_edges": ours["head_edges"]}
             results.append(row)
             print(f"{model_name:10s} genes={n:4d} tokens={row['tokens']:4d} rows={row['rows']:5d} active={row['active']:6d} | "
                   f"ours {row['ours_s']:8.2f}s peak RSS {row['ours_peak_gib']:.2f} GiB (+{row['ours_over_model_gib']:.2f} over the loaded model) | "
-                  f"baseline {row['baseline_s']:8.2f}s (timed on {row['baseline_sample_rows']} rows) | ratio {row['ratio']:6.1f}x | "
+                  f"baseline {row['baseline_s']:8.2f}s (timed on {row['baseline_sample_rows']} rows) | ratio {row['ratio']:6.1f}x "
+                  f"(CPU time {row['ours_cpu_s']:.2f}s vs {row['baseline_cpu_s']:.2f}s: {row['cpu_ratio']:.1f}x) | "
                   f"edge check {row['max_edge_diff']:.1e} of {row['max_edge']:.1e} | attribution+head split {row['head_split_s']:.1f}s", flush=True)
         pts = [(r["tokens"], r["ours_s"]) for r in results if r["model"] == model_name]
         if len(pts) >= 2:
-            xs, ys = [math.log(t) for t, _ in pts], [math.log(s) for _, s in pts]
-            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-            slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+            slope = _slope(pts)
             print(f"{model_name}: seconds ~ tokens^{slope:.2f} (log-log slope over {len(pts)} sizes)")
             results.append({"model": model_name, "scaling_exponent": slope})
     if args.json:

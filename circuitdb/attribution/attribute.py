@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, model_fingerprint
+from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank
 from circuitdb.errors import InputError
 from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
 from circuitdb.loaders.sentences import CellSentence
@@ -56,6 +56,7 @@ from circuitdb.transcoder.model import Transcoder
 TargetKind = Literal["answer", "top"]
 ProgressCallback = Callable[[str, int, int], None]
 _CHUNK_ELEMS = 1 << 24  # ~64 MiB of float32 per temporary
+_DEC_CACHE_BYTES = 512 << 20  # padded per-position decoder rows kept between passes
 
 
 # =========================================================================== targets
@@ -151,6 +152,123 @@ class _Layout:
         self.n = self.bias0 + self.L + 1
 
 
+@dataclass
+class _Grad:
+    """A batch of gradients on the residual stream ``(R, Q, d)``: dense ``D``, or factors.
+
+    Factored: row ``i`` is ``U[idx[i]] @ V[i]`` with ``U (n_u, Q, r)`` shared by the rows that
+    started at the same position (``idx (R,)``; ``None``: one ``U`` per row) and ``V (R, r, d)``.
+    A row that starts at one position has a rank-1 gradient, and each transposed attention
+    layer multiplies the rank by at most ``H + 1``; while the rank is below the number of
+    positions the factors make every step cheaper than on ``D`` (the pattern acts on the few
+    shared ``U``, the weights on the small ``V``). All maps are exact (the same sums in another
+    order).
+    """
+
+    U: torch.Tensor | None = None
+    V: torch.Tensor | None = None
+    idx: torch.Tensor | None = None
+    D: torch.Tensor | None = None
+    point: torch.Tensor | None = None  # (R,) when each row is still zero off its own position
+
+    def at_point(self) -> torch.Tensor:
+        """A point gradient's vector at each row's position: ``(R, d)``."""
+        assert self.point is not None and self.V is not None
+        R = self.V.shape[0]
+        u = self.rows_U()[torch.arange(R, device=self.V.device), self.point]  # (R, r)
+        return torch.bmm(u[:, None, :], self.V)[:, 0]
+
+    @property
+    def rank(self) -> int:
+        return int(self.V.shape[1]) if self.V is not None else -1
+
+    @property
+    def n_rows(self) -> int:
+        return int((self.D if self.D is not None else self.V).shape[0])  # type: ignore[union-attr]
+
+    def collapse(self, Q: int) -> "_Grad":
+        """A point gradient as rank 1 (one-hot position factors)."""
+        assert self.point is not None and self.V is not None
+        R = self.V.shape[0]
+        U = torch.zeros(R, Q, 1, dtype=self.V.dtype, device=self.V.device)
+        U[torch.arange(R, device=U.device), self.point, 0] = 1.0
+        return _Grad(U=U, V=self.at_point()[:, None, :], point=self.point)
+
+    def rows_U(self) -> torch.Tensor:
+        """``U`` per row ``(R, Q, r)``."""
+        assert self.U is not None
+        return self.U if self.idx is None else self.U[self.idx]
+
+    def dense(self) -> torch.Tensor:
+        if self.D is not None:
+            return self.D
+        assert self.V is not None
+        return torch.bmm(self.rows_U(), self.V)
+
+    def rows(self, a: int, b: int) -> "_Grad":
+        """Rows ``a:b``."""
+        if self.D is not None:
+            return _Grad(D=self.D[a:b])
+        pt = self.point[a:b] if self.point is not None else None
+        if self.idx is None:
+            return _Grad(U=self.U[a:b], V=self.V[a:b], point=pt)  # type: ignore[index]
+        return _Grad(U=self.U, V=self.V[a:b], idx=self.idx[a:b], point=pt)  # type: ignore[index]
+
+    def norm_t(self, norm: Any, Q: int) -> "_Grad":
+        """Transposed frozen norm (per-position scale, weight, centring)."""
+        if self.D is not None:
+            return _Grad(D=_norm_t(norm, self.D, Q))
+        assert self.U is not None and self.V is not None
+        V = self.V * norm.weight
+        if norm.kind == "layer":
+            V = V - V.mean(-1, keepdim=True)
+        return _Grad(U=self.U * norm.inv[:Q, None], V=V, idx=self.idx, point=self.point)
+
+    def right(self, W: torch.Tensor) -> "_Grad":
+        """``g @ W`` for a matrix ``W (d, d')`` acting on the model dimension."""
+        if self.D is not None:
+            return _Grad(D=self.D @ W)
+        return _Grad(U=self.U, V=self.V @ W, idx=self.idx, point=self.point)  # type: ignore[operator]
+
+    def pos_sum_dot(self, vec: torch.Tensor) -> torch.Tensor:
+        """``sum_p g[:, p] . vec``: ``(R,)`` (a constant term's coefficient)."""
+        if self.D is not None:
+            return self.D.sum(1) @ vec
+        assert self.U is not None and self.V is not None
+        u = self.U.sum(1)
+        return ((u if self.idx is None else u[self.idx]) * (self.V @ vec)).sum(-1)
+
+    def dot_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """``g[:, p] . x[p]`` for each position: ``(R, Q)``."""
+        if self.D is not None:
+            return (self.D * x).sum(-1)
+        assert self.V is not None
+        if self.point is not None:
+            R = self.V.shape[0]
+            res = torch.zeros(R, x.shape[0], dtype=x.dtype, device=x.device)
+            res[torch.arange(R, device=x.device), self.point] = (self.at_point() * x[self.point]).sum(-1)
+            return res
+        return torch.einsum("rqj,rjq->rq", self.rows_U(), self.V @ x.T)
+
+    def __add__(self, other: "_Grad") -> "_Grad":
+        if self.D is None and other.D is None:
+            assert self.idx is other.idx or (self.idx is not None and other.idx is not None and torch.equal(self.idx, other.idx))
+            same = self.point is not None and other.point is not None and torch.equal(self.point, other.point)
+            return _Grad(U=torch.cat([self.U, other.U], 2), V=torch.cat([self.V, other.V], 1), idx=self.idx,  # type: ignore[list-item]
+                         point=self.point if same else None)
+        return _Grad(D=self.dense() + other.dense())
+
+
+def _lowrank_pays(g: _Grad, Q: int, d: int, H: int) -> bool:
+    """Whether one layer on ``g``'s factors (weights on ``V``, pattern on the shared ``U``, a dense
+    copy for the records) costs less than on dense rows."""
+    if g.D is not None:
+        return False
+    r, R = g.rank, g.n_rows
+    n_u = int(g.U.shape[0])  # type: ignore[union-attr]
+    return R * r * (2 * d * d + Q * d) + n_u * H * Q * Q * r < R * (2 * Q * d * d + Q * Q * d)
+
+
 class _Engine:
     """Batched transposed passes through a frozen run."""
 
@@ -159,6 +277,8 @@ class _Engine:
         self.lay = _Layout(run)
         self.L = self.lay.L
         self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
+        self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: activation-scaled decoder rows (P, kmax, d)
+        self._dec_bytes = 0
         # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
         for Ly in run.layers:
             assert Ly.feat_pos.numel() == 0 or bool((Ly.feat_pos[1:] >= Ly.feat_pos[:-1]).all())
@@ -186,24 +306,184 @@ class _Engine:
             # decoder rows padded per position -> one batched GEMM over positions
             slot, kmax = self._slots(layer)
             pos, sl = Ly.feat_pos[:n_l], slot[:n_l]
-            dec = torch.zeros(Q, kmax, d, dtype=g_m.dtype, device=g_m.device)
-            dec[pos, sl] = Ly.W_dec[Ly.feat_idx[:n_l]] * Ly.feat_act[:n_l, None]
-            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax)
+            dec = self._decoder(layer, Q, g_m.dtype)
+            res = torch.bmm(g_m.transpose(0, 1), dec[:Q].transpose(1, 2))  # (Q, R, kmax)
             off = lay.feat_off[layer]
             out[:, off: off + n_l] = res[pos, :, sl].T
         e0 = lay.err0 + layer * lay.P
         out[:, e0: e0 + Q] = (g_m * Ly.error[:Q]).sum(-1)
         out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
 
+    def _record_mlp_point(self, out: torch.Tensor, layer: int, pos: torch.Tensor, g: torch.Tensor) -> None:
+        """As :meth:`_record_mlp` for rows whose gradient sits at one position each: ``g (R, d)`` at ``pos (R,)``."""
+        run, lay = self.run, self.lay
+        Ly = run.layers[layer]
+        R = int(g.shape[0])
+        rr = torch.arange(R, device=g.device)
+        if Ly.feat_pos.numel():
+            slot, kmax = self._slots(layer)
+            dec = self._decoder(layer, int(pos.max()) + 1, g.dtype)
+            res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax)
+            first = torch.searchsorted(Ly.feat_pos, pos)
+            count = torch.searchsorted(Ly.feat_pos, pos, right=True) - first
+            j = torch.arange(kmax, device=g.device)
+            mask = j[None, :] < count[:, None]
+            cols = lay.feat_off[layer] + first[:, None] + j[None, :]
+            out[rr[:, None].expand(R, kmax)[mask], cols[mask]] = res[mask]
+        out[rr, lay.err0 + layer * lay.P + pos] = (g * Ly.error[pos]).sum(-1)
+        out[:, lay.bias0 + layer] += g @ Ly.b_dec
+
+    def _decoder(self, layer: int, Q: int, dtype: torch.dtype) -> torch.Tensor:
+        """Activation-scaled decoder rows of ``layer``'s active features padded per position: ``(>= Q, kmax, d)``."""
+        dec = self._dec_cache.get(layer)
+        if dec is not None:
+            return dec
+        lay, Ly = self.lay, self.run.layers[layer]
+        slot, kmax = self._slots(layer)
+        d = Ly.W_dec.shape[1]
+        size = lay.P * kmax * d * Ly.W_dec.element_size()
+        keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
+        n_b = Ly.feat_pos.numel() if keep else int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)))
+        dec = torch.zeros(lay.P if keep else Q, kmax, d, dtype=dtype, device=Ly.W_dec.device)
+        dec[Ly.feat_pos[:n_b], slot[:n_b]] = Ly.W_dec[Ly.feat_idx[:n_b]] * Ly.feat_act[:n_b, None]
+        if keep:
+            self._dec_cache[layer] = dec
+            self._dec_bytes += size
+        return dec
+
     def backward(self, rows: Sequence[_Row], *, g_top: torch.Tensor | None = None, start: int | None = None,
-                 diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Direct effects of every source on each row: ``(R, n_sources)``.
+                 diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """Direct effects of every source on each row: ``(R, n_sources)`` (into ``out`` when given, plain rows only).
 
         ``g_top``/``start``: begin from a given gradient at the residual entering layer
         ``start + 1`` (used for per-head rows). ``diag_only`` keeps only same-position
         attention; ``spawn(layer, g)`` then receives each layer's off-diagonal per-head
         gradients ``(R, H, Q, d)`` at the residual entering that layer.
+
+        Plain rows go through :meth:`_backward_group`, one run of rows with the same layer
+        at a time (pass rows sorted by layer), each pass starting at its own layer and
+        truncated to its own last position.
         """
+        if g_top is None and not diag_only:
+            if out is None:
+                out = torch.zeros(len(rows), self.lay.n, dtype=self.run.dtype, device=self.run.x0.device)
+            else:
+                out.zero_()
+            a = 0
+            while a < len(rows):
+                b = a + 1
+                while b < len(rows) and rows[b].layer == rows[a].layer:
+                    b += 1
+                self._backward_group(rows[a:b], out[a:b])
+                a = b
+            return out
+        return self._backward_general(rows, g_top=g_top, start=start, diag_only=diag_only, spawn=spawn)
+
+    def _backward_group(self, rows: Sequence[_Row], out: torch.Tensor, *, diag_only: bool = False,
+                        spawn: Callable[[int, _Grad], None] | None = None) -> None:
+        """Rows injected at the same layer, written into ``out (R, n_sources)`` (zeros on entry).
+
+        The gradient starts as rank 1 per row (one position) and stays factored (:class:`_Grad`)
+        while that is cheaper; then it is dense. ``diag_only``/``spawn`` as in :meth:`_descend`.
+        """
+        run, lay, L = self.run, self.lay, self.L
+        dt, dev = run.dtype, run.x0.device
+        R = len(rows)
+        Q = max(r.pos for r in rows) + 1
+        layer0 = rows[0].layer
+        pos = torch.tensor([r.pos for r in rows], device=dev)
+        vec = torch.stack([r.vec for r in rows]).to(dt)  # (R, d)
+        out[:, lay.bias0 + layer0] += torch.tensor([r.const for r in rows], dtype=dt, device=dev)
+        upos, idx = torch.unique(pos, return_inverse=True)
+        onehot = torch.zeros(int(upos.numel()), Q, 1, dtype=dt, device=dev)
+        onehot[torch.arange(int(upos.numel()), device=dev), upos, 0] = 1.0
+        inj = _Grad(U=onehot, V=vec[:, None, :], idx=idx, point=pos)
+        if layer0 == L:
+            fn = run.final_norm
+            if fn.bias is not None:
+                out[:, lay.bias0 + L] += vec @ fn.bias
+            self._descend(out, inj.norm_t(fn, Q), None, L - 1, Q, diag_only=diag_only, spawn=spawn)
+        else:
+            self._descend(out, None, inj, layer0, Q, diag_only=diag_only, spawn=spawn)
+
+    def _descend(self, out: torch.Tensor, G: _Grad | None, g_u0: _Grad | None, top: int, Q: int, *,
+                 diag_only: bool = False, spawn: Callable[[int, _Grad], None] | None = None) -> None:
+        """Pass a gradient down from layer ``top`` to the embeddings, recording direct effects into ``out``.
+
+        ``G``: the gradient at the residual leaving layer ``top`` (``None``: zero); ``g_u0``: a
+        gradient at layer ``top``'s MLP input (the rows' injection). ``diag_only`` keeps only
+        same-position attention; ``spawn(layer, g)`` then receives each layer's off-diagonal
+        per-head gradients at the residual entering that layer, rows ordered (row, head).
+        """
+        run, lay = self.run, self.lay
+        d = run.x0.shape[1]
+        H = int(run.layers[0].pattern.shape[0]) if self.L else 0
+        for layer in range(top, -1, -1):
+            Ly = run.layers[layer]
+            g_u = g_u0 if layer == top else None
+            if G is not None:
+                g_m = G.norm_t(Ly.post_mlp, Q) if Ly.post_mlp is not None else G
+                if g_m.point is not None:
+                    self._record_mlp_point(out, layer, g_m.point, g_m.at_point())
+                else:
+                    self._record_mlp(out, layer, g_m.dense())
+                if Ly.W_skip is not None:
+                    g_u = g_m.right(Ly.W_skip.T) if g_u is None else g_u + g_m.right(Ly.W_skip.T)
+            g_from_u = None
+            if g_u is not None:
+                if Ly.norm_mlp.bias is not None:
+                    out[:, lay.bias0 + layer] += g_u.pos_sum_dot(Ly.norm_mlp.bias)
+                g_from_u = g_u.norm_t(Ly.norm_mlp, Q)
+            if Ly.parallel or g_from_u is None:
+                g_h = G
+            else:
+                g_h = g_from_u if G is None else G + g_from_u
+            if g_h is not None:
+                g_a = g_h.norm_t(Ly.post_attn, Q) if Ly.post_attn is not None else g_h
+                out[:, lay.bias0 + layer] += g_a.pos_sum_dot(Ly.ov.const)
+                pattern = Ly.pattern[:, :Q, :Q]
+                factored = _lowrank_pays(g_a, Q, d, H)
+                if diag_only:
+                    diag = torch.diag_embed(pattern.diagonal(dim1=-2, dim2=-1))
+                    if spawn is not None:
+                        spawn(layer, self._cross_heads(Ly, pattern - diag, g_a, Q, factored))
+                    pattern = diag
+                if factored:
+                    U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx)  # type: ignore[arg-type]
+                    g_y = _Grad(U=U2, V=V2, idx=g_a.idx, point=g_a.point if diag_only else None)
+                else:
+                    g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
+                if Ly.norm_attn.bias is not None:
+                    out[:, lay.bias0 + layer] += g_y.pos_sum_dot(Ly.norm_attn.bias)
+                G = g_h + g_y.norm_t(Ly.norm_attn, Q)
+            if Ly.parallel and g_from_u is not None:
+                G = g_from_u if G is None else G + g_from_u
+            if G is not None and G.point is not None and G.rank > 1:  # still one position per row: back to rank 1
+                G = G.collapse(Q)
+            if G is not None and G.D is None and not _lowrank_pays(G, Q, d, H):
+                G = _Grad(D=G.dense())
+        if G is not None:
+            out[:, lay.tok0: lay.tok0 + Q] = G.dot_positions(run.x0[:Q])
+
+    @staticmethod
+    def _cross_heads(Ly: Any, off: torch.Tensor, g_a: _Grad, Q: int, factored: bool) -> _Grad:
+        """Per-head off-diagonal attention of ``g_a`` through the attention norm: rows ``(row, head)``."""
+        H = int(off.shape[0])
+        if factored:
+            assert g_a.U is not None and g_a.V is not None
+            U2, V2 = attn_transpose_lowrank(Ly.ov, off, g_a.U, g_a.V, g_a.idx)
+            n_u, R, r = g_a.U.shape[0], g_a.V.shape[0], g_a.U.shape[2]
+            U2 = U2.view(n_u, Q, H, r).transpose(1, 2).reshape(n_u * H, Q, r)  # (shared u, head)
+            base = torch.arange(R, device=U2.device) if g_a.idx is None else g_a.idx
+            idx = (base[:, None] * H + torch.arange(H, device=U2.device)).reshape(-1)  # rows (row, head)
+            return _Grad(U=U2, V=V2.reshape(R * H, r, -1), idx=idx).norm_t(Ly.norm_attn, Q)
+        per_head = attn_transpose(Ly.ov, off, g_a.dense(), per_head=True)  # (R, H, Q, d)
+        return _Grad(D=_norm_t(Ly.norm_attn, per_head.reshape(-1, Q, per_head.shape[-1]), Q))
+
+    def _backward_general(self, rows: Sequence[_Row], *, g_top: torch.Tensor | None = None, start: int | None = None,
+                          diag_only: bool = False, spawn: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Dense passes: mixed-layer rows, a given top gradient, or same-position attention only (head split)."""
         run, lay = self.run, self.lay
         L = self.L
         dt, dev = run.dtype, run.x0.device
@@ -271,30 +551,41 @@ class _Engine:
     def head_split(self, rows: Sequence[_Row], col_map: torch.Tensor, n_nodes: int, chunk: int = 64) -> torch.Tensor:
         """Per-head cross-position contributions ``(R, L, H, n_nodes)`` (last-crossing rule).
 
-        ``col_map`` maps each source column to its graph node (index_add).
+        ``col_map`` maps each source column to its graph node (index_add). Each row runs a
+        same-position-only pass; at each layer its off-diagonal attention, per head, is passed
+        down from there (factored while cheap, like :meth:`backward`).
         """
-        run = self.run
+        run, lay = self.run, self.lay
         L, H = self.L, run.layers[0].pattern.shape[0]
         R = len(rows)
         dev = run.x0.device
         res = torch.zeros(R, L, H, n_nodes, dtype=run.dtype, device=dev)
         col_map = col_map.to(dev)
+        a = 0
+        while a < R:
+            b = a + 1
+            while b < R and rows[b].layer == rows[a].layer:
+                b += 1
 
-        def spawn(layer: int, g: torch.Tensor) -> None:
-            flat = g.reshape(R * H, g.shape[2], g.shape[3])
-            for a in range(0, R * H, chunk):
-                part = flat[a: a + chunk]
-                if layer == 0:  # nothing below layer 0 but the embeddings
-                    full = torch.zeros(part.shape[0], self.lay.n, dtype=run.dtype, device=dev)
-                    full[:, self.lay.tok0: self.lay.tok0 + part.shape[1]] = (part * run.x0[: part.shape[1]]).sum(-1)
-                else:
-                    full = self.backward([], g_top=part, start=layer - 1)
-                full[:, self.lay.bias0:] = 0.0  # constants have no position: not part of any crossing
-                mapped = torch.zeros(part.shape[0], n_nodes, dtype=run.dtype, device=dev).index_add_(1, col_map, full)
-                r_idx = torch.arange(a, a + part.shape[0], device=dev)
-                res[r_idx // H, layer, r_idx % H] = mapped
+            def spawn(layer: int, g: _Grad, a: int = a) -> None:
+                n_rows = g.n_rows
+                Q = int((g.U if g.D is None else g.D).shape[1])  # type: ignore[union-attr]
+                for c in range(0, n_rows, chunk):
+                    part = g.rows(c, c + chunk)
+                    m = part.n_rows
+                    full = torch.zeros(m, lay.n, dtype=run.dtype, device=dev)
+                    if layer == 0:  # nothing below layer 0 but the embeddings
+                        full[:, lay.tok0: lay.tok0 + Q] = part.dot_positions(run.x0[:Q])
+                    else:
+                        self._descend(full, part, None, layer - 1, Q)
+                    full[:, lay.bias0:] = 0.0  # constants have no position: not part of any crossing
+                    mapped = torch.zeros(m, n_nodes, dtype=run.dtype, device=dev).index_add_(1, col_map, full)
+                    r_idx = torch.arange(c, c + m, device=dev)
+                    res[a + r_idx // H, layer, r_idx % H] = mapped
 
-        self.backward(rows, diag_only=True, spawn=spawn)
+            scratch = torch.zeros(b - a, lay.n, dtype=run.dtype, device=dev)
+            self._backward_group(rows[a:b], scratch, diag_only=True, spawn=spawn)
+            a = b
         return res
 
 
@@ -345,6 +636,12 @@ def transcoders_fingerprint(transcoders: Mapping[int, Transcoder]) -> str:
                              "model": tc.cfg.model, "data": tc.cfg.data_hash}, sort_keys=True).encode())
         h.update(tc.W_enc.detach().reshape(-1)[:4096].to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _cached_transcoders_fingerprint(rm: ReplacementModel) -> str:
+    if "transcoders" not in rm._fingerprints:
+        rm._fingerprints["transcoders"] = transcoders_fingerprint(rm.transcoders)
+    return rm._fingerprints["transcoders"]
 
 
 # =========================================================================== entry point
@@ -430,7 +727,7 @@ def attribute(
     elif target != "top":
         raise InputError(f"target must be 'answer' or 'top', not {target!r}")
     rm.check_length(len(prep.ids))
-    run = rm.run(prep.ids, dtype=dtype)
+    run = rm.run(prep.ids, dtype=dtype, all_logits=False)
     cb("forward", 1, 1)
     logits = run.pre_softcap_logits(-1)
     if tgt is None:
@@ -484,19 +781,29 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         return _Row(layer, fp[f], run.layers[layer].W_enc[:, i], b_enc_of[layer][i])
 
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
-    rows_store = torch.zeros(budget, lay.n, dtype=dt, device=run.x0.device)
-    order: list[int] = []
+    dev = run.x0.device
     if budget == n_feat:
-        # every feature: batches sorted by (layer, pos) so each batch is shallow and short
-        todo = sorted(range(n_feat), key=lambda f: (fl[f], fp[f]))
+        # every feature, in layout order (sorted by layer, position): each batch is shallow and
+        # short, and its rows go straight into the adjacency (feature f is node f)
+        kept = list(range(n_feat))
+        lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
+        nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
+        n = len(nodes)
+        adjacency = torch.zeros(n, n, dtype=dt)
+        col_map_dev = col_map.to(dev)
         for a in range(0, n_feat, batch_size):
-            batch = todo[a: a + batch_size]
-            rows_store[a: a + len(batch)] = eng.backward([feat_row(f) for f in batch])
-            order.extend(batch)
-            cb("features", len(order), budget)
+            batch = kept[a: a + batch_size]
+            rows = eng.backward([feat_row(f) for f in batch])
+            if adjacency.device == dev:
+                adjacency[a: a + len(batch)].index_add_(1, col_map_dev, rows)
+            else:
+                adjacency[a: a + len(batch)] = torch.zeros(len(batch), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows).cpu()
+            cb("features", a + len(batch), budget)
     else:
-        scores = torch.zeros(n_feat, dtype=dt, device=run.x0.device)
-        visited = torch.zeros(n_feat, dtype=torch.bool, device=run.x0.device)
+        rows_store = torch.empty(budget, lay.n, dtype=dt, device=dev)
+        order: list[int] = []
+        scores = torch.zeros(n_feat, dtype=dt, device=dev)
+        visited = torch.zeros(n_feat, dtype=torch.bool, device=dev)
         scores += _influence_share(t_rows[0], n_feat)
         while len(order) < budget:
             cand = scores.masked_fill(visited, -1.0)
@@ -506,67 +813,32 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             # sub-batches of neighbouring (layer, position): each pass stops at its own top
             # layer and is truncated to its own last position
             sub = max(16, batch_size // 8)
-            got = torch.cat([eng.backward([feat_row(f) for f in batch[c: c + sub]]) for c in range(0, len(batch), sub)])
             a = len(order)
-            rows_store[a: a + len(batch)] = got
+            got = rows_store[a: a + len(batch)]  # written in place
+            for c in range(0, len(batch), sub):
+                eng.backward([feat_row(f) for f in batch[c: c + sub]], out=got[c: c + sub])
             order.extend(batch)
             visited[batch] = True
             # each new row passes its own (pre-batch) influence estimate on to its sources
-            w = scores[torch.tensor(batch, device=scores.device)].clamp_min(0)
-            share = got[:, :n_feat].abs() / got.abs().sum(1, keepdim=True).clamp_min(1e-30)
-            scores += w @ share
+            w = scores[torch.tensor(batch, device=dev)].clamp_min(0) / got.abs().sum(1).clamp_min(1e-30)
+            scores += w @ got[:, :n_feat].abs()
             cb("features", len(order), budget)
-
-    # ---- nodes
-    kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
-    row_of = {f: i for i, f in enumerate(order)}
-    nodes: list[GraphNode] = []
-    col_map = torch.empty(lay.n, dtype=torch.long)
-    feat_node = {}
-    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+        kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
+        lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
+        nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
+        n = len(nodes)
+        row_of = {f: i for i, f in enumerate(order)}
+        adjacency = torch.zeros(n, n, dtype=dt)
+        col_map_dev = col_map.to(dev)
+        kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
+        step = max(1, _CHUNK_ELEMS // max(1, n, lay.n))  # bounds both the gathered rows and the mapped chunk
+        for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
+            rows_a = kept_rows[a: a + step].to(dev)
+            mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows_store[rows_a])
+            adjacency[a: a + rows_a.numel()] = mapped.cpu()
+        del rows_store
+    adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
     pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
-    for f in kept:
-        feat_node[f] = len(nodes)
-        nodes.append(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]))
-    err_node0 = len(nodes)
-    for layer in range(L):
-        for p in range(P):
-            nodes.append(GraphNode("error", layer=layer, pos=p))
-    col_map[lay.err0: lay.tok0] = torch.arange(err_node0, err_node0 + L * P)
-    kept_mask = torch.zeros(n_feat, dtype=torch.bool)
-    kept_mask[kept] = True
-    col_map[:n_feat] = err_node0 + feat_layer * P + feat_pos  # dropped features fold into their error node
-    for f in kept:
-        col_map[f] = feat_node[f]
-    gene_of_pos: dict[int, int] = {}
-    for sp in prep.spans:
-        gene_of_pos.update({p: len(nodes) for p in range(sp.start, sp.end)})
-        nodes.append(GraphNode("gene", pos=sp.start, span_end=sp.end, gene=sp.gene))
-    for p in range(P):
-        if p not in gene_of_pos:
-            gene_of_pos[p] = len(nodes)
-            nodes.append(GraphNode("token", pos=p, token=_decode(tokenizer, int(run.input_ids[p]))))
-    col_map[lay.tok0: lay.bias0] = torch.tensor([gene_of_pos[p] for p in range(P)], dtype=torch.long)
-    bias_node0 = len(nodes)
-    for layer in range(L + 1):
-        nodes.append(GraphNode("bias", layer=layer))
-    col_map[lay.bias0:] = torch.arange(bias_node0, bias_node0 + L + 1)
-    tnode = len(nodes)
-    label = tgt.label if tgt.contrast_label is None else f"{tgt.label} - {tgt.contrast_label}"
-    nodes.append(GraphNode("target", pos=q, index=tgt.token, label=label, token=_decode(tokenizer, tgt.token)))
-    n = len(nodes)
-
-    # ---- adjacency
-    adjacency = torch.zeros(n, n, dtype=dt)
-    col_map_dev = col_map.to(run.x0.device)
-    kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
-    step = max(1, _CHUNK_ELEMS // max(1, n))
-    for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
-        rows_a = kept_rows[a: a + step].to(run.x0.device)
-        mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=run.x0.device).index_add_(1, col_map_dev, rows_store[rows_a])
-        adjacency[a: a + rows_a.numel()] = mapped.cpu()
-    adjacency[tnode] = torch.zeros(n, dtype=dt, device=run.x0.device).index_add_(0, col_map_dev, t_rows[0]).cpu()
-    del rows_store
 
     # ---- values
     values = torch.zeros(n, dtype=dt)
@@ -580,10 +852,10 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     values[tnode] = target_value
 
     # ---- influence (for ranking) and head split
-    infl = _node_influence(adjacency, tnode, L + 2)
     if not heads:
         head_edges, head_weights = torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, L, int(run.layers[0].pattern.shape[0]) if L else 0, dtype=dt)
     else:
+        infl = _node_influence(adjacency, tnode, L + 2)
         head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
                                                col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
     pair_index, pair_virtual = _pairs(run, nodes, kept, feat_node, lay) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
@@ -601,8 +873,8 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
                    "contrast": tgt.contrast_label, "contrast_token_id": tgt.contrast_token,
                    "answer_prefix": list(tgt.prefix), "value": target_value, "space": "pre-softcap logit"},
         "softcap": run.softcap,
-        "model": model_fingerprint(rm.model),
-        "transcoders": transcoders_fingerprint(rm.transcoders),
+        "model": rm.fingerprint(),
+        "transcoders": _cached_transcoders_fingerprint(rm),
         "arch": rm.adapter.arch,
         "n_layers": L,
         "n_heads": int(run.layers[0].pattern.shape[0]) if L else 0,
@@ -617,6 +889,43 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     }
     return AttributionGraph(nodes=nodes, adjacency=adjacency, head_edges=head_edges, head_weights=head_weights, values=values,
                             metadata=metadata, pair_index=pair_index, pair_virtual=pair_virtual)
+
+
+def _node_layout(run: FrozenRun, lay: _Layout, prep: _Prepared, tokenizer: Any, tgt: Target, kept: list[int], fl: list[int],
+                 fp: list[int], fi: list[int], feat_layer: torch.Tensor, feat_pos: torch.Tensor
+                 ) -> tuple[list[GraphNode], torch.Tensor, dict[int, int], int, dict[int, int], int, int]:
+    """Graph nodes for the ``kept`` features (sorted), and each source column's node.
+
+    Returns ``(nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode)``; dropped
+    features' columns map to their error node.
+    """
+    L, P = lay.L, lay.P
+    nodes: list[GraphNode] = []
+    col_map = torch.empty(lay.n, dtype=torch.long)
+    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+    feat_node = {f: i for i, f in enumerate(kept)}
+    nodes.extend(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]) for f in kept)
+    err_node0 = len(nodes)
+    nodes.extend(GraphNode("error", layer=layer, pos=p) for layer in range(L) for p in range(P))
+    col_map[lay.err0: lay.tok0] = torch.arange(err_node0, err_node0 + L * P)
+    col_map[: lay.n_feat] = err_node0 + feat_layer * P + feat_pos  # dropped features fold into their error node
+    col_map[torch.tensor(kept, dtype=torch.long)] = torch.arange(len(kept))
+    gene_of_pos: dict[int, int] = {}
+    for sp in prep.spans:
+        gene_of_pos.update({p: len(nodes) for p in range(sp.start, sp.end)})
+        nodes.append(GraphNode("gene", pos=sp.start, span_end=sp.end, gene=sp.gene))
+    for p in range(P):
+        if p not in gene_of_pos:
+            gene_of_pos[p] = len(nodes)
+            nodes.append(GraphNode("token", pos=p, token=_decode(tokenizer, int(run.input_ids[p]))))
+    col_map[lay.tok0: lay.bias0] = torch.tensor([gene_of_pos[p] for p in range(P)], dtype=torch.long)
+    bias_node0 = len(nodes)
+    nodes.extend(GraphNode("bias", layer=layer) for layer in range(L + 1))
+    col_map[lay.bias0:] = torch.arange(bias_node0, bias_node0 + L + 1)
+    tnode = len(nodes)
+    label = tgt.label if tgt.contrast_label is None else f"{tgt.label} - {tgt.contrast_label}"
+    nodes.append(GraphNode("target", pos=P - 1, index=tgt.token, label=label, token=_decode(tokenizer, tgt.token)))
+    return nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode
 
 
 def _target_prob(run: FrozenRun, tgt: Target) -> float:

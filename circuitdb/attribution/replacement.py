@@ -142,17 +142,36 @@ def attn_forward(ov: OVWeights, pattern: torch.Tensor, y: torch.Tensor) -> torch
 def attn_transpose(ov: OVWeights, pattern: torch.Tensor, g: torch.Tensor, *, per_head: bool = False) -> torch.Tensor:
     """Transposed frozen attention: ``g (R, P, d)`` at the output -> ``(R, P, d)`` at the input.
 
-    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``. Written as plain matmuls
-    (batched GEMMs), which are several times faster on CPU than the einsum forms.
+    ``per_head=True`` keeps heads apart: ``(R, H, P, d)``. Written as plain GEMMs: one
+    ``(P, P) x (P, R * dh)`` product per head, so the pattern is never copied per row.
     """
     R, P, d = g.shape
     H, dh, _ = ov.W_O.shape
-    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).reshape(R, P, H, dh).transpose(1, 2)  # (R, H, P, dh)
-    z = pattern.transpose(-1, -2) @ z  # (R, H, P, dh): sum_q A[q, p] z[q]
+    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).view(R, P, H, dh).permute(2, 1, 0, 3).reshape(H, P, R * dh)
+    z = torch.bmm(pattern.transpose(1, 2), z).view(H, P, R, dh)  # sum_q A[q, p] z[q]
     if per_head:
-        return z @ ov.W_V.transpose(1, 2)  # (R, H, P, d)
+        return torch.matmul(z.permute(2, 0, 1, 3), ov.W_V.transpose(1, 2))  # (R, H, P, d)
     W_Vt = ov.W_V.transpose(1, 2).reshape(H * dh, d)  # rows (h, e)
-    return (z.transpose(1, 2).reshape(R * P, H * dh) @ W_Vt).reshape(R, P, d)
+    return (z.permute(2, 1, 0, 3).reshape(R * P, H * dh) @ W_Vt).view(R, P, d)
+
+
+def attn_transpose_lowrank(ov: OVWeights, pattern: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
+                           idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transposed frozen attention on a gradient given by factors: row ``i`` is ``U[idx[i]] @ V[i]``.
+
+    ``U (n_u, P, r)`` (shared by rows, ``idx=None``: one per row), ``V (R, r, d)``. Head ``h``
+    maps ``g`` to ``A_h^T g W_O^h^T W_V^h^T = (A_h^T U) (V W_O^h^T W_V^h^T)``, so the result has
+    rank ``H r`` with the same ``idx``: returns ``U' (n_u, P, H r)`` and ``V' (R, H r, d)``
+    (rank index ``(h, j)``). Costs ``n_u H P^2 r + 2 R r d^2`` instead of ``R (P^2 d + 2 P d^2)``.
+    """
+    n_u, P, r = U.shape
+    R = V.shape[0]
+    H, dh, d = ov.W_O.shape
+    At = pattern.transpose(1, 2).reshape(H * P, P)  # rows (h, p): A_h[:, p]
+    U2 = (At @ U.permute(1, 0, 2).reshape(P, n_u * r)).view(H, P, n_u, r).permute(2, 1, 0, 3).reshape(n_u, P, H * r)
+    z = (V.reshape(R * r, d) @ ov.W_O.reshape(H * dh, d).T).view(R * r, H, dh).transpose(0, 1)  # (H, R r, dh)
+    V2 = torch.bmm(z, ov.W_V.transpose(1, 2)).view(H, R, r, d).transpose(0, 1).reshape(R, H * r, d)
+    return U2, V2
 
 
 # --------------------------------------------------------------------------- frozen run
@@ -191,7 +210,7 @@ class FrozenRun:
     final_norm: FrozenNorm
     W_U: torch.Tensor  # (d, V)
     b_U: torch.Tensor | None  # (V,)
-    logits: torch.Tensor  # (P, V) the model's own logits (post-softcap for Gemma)
+    logits: torch.Tensor  # (P, V) the model's own logits (post-softcap for Gemma); (1, V) with run(all_logits=False)
     resid: list[torch.Tensor] = field(default_factory=list)  # frozen-model residual entering each layer, then final
     resid_model: list[torch.Tensor] = field(default_factory=list)  # the HF model's own residuals (same up to round-off)
     softcap: float | None = None
@@ -317,10 +336,17 @@ class ReplacementModel:
         tcs = dict(transcoders) if isinstance(transcoders, Mapping) else dict(enumerate(transcoders))
         # hash the model only when some transcoder records the model it was trained on
         self.model_hash = model_fingerprint(model) if any(t.cfg.model for t in tcs.values()) else None
+        self._fingerprints: dict[str, str] = {}
         self.transcoders = check_transcoders(self.adapter, tcs, model_hash=self.model_hash)
         cfg = model.config  # type: ignore[attr-defined]
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
         self.softcap = getattr(cfg, "final_logit_softcapping", None) if self.adapter.arch == "gemma2" else None
+
+    def fingerprint(self) -> str:
+        """:func:`model_fingerprint` of the model, computed once (the model is frozen for attribution)."""
+        if "model" not in self._fingerprints:
+            self._fingerprints["model"] = self.model_hash or model_fingerprint(self.model)
+        return self._fingerprints["model"]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -384,11 +410,13 @@ class ReplacementModel:
                 h.remove()
 
     @torch.no_grad()
-    def run(self, input_ids: torch.Tensor | Sequence[int], *, dtype: torch.dtype | None = None) -> FrozenRun:
+    def run(self, input_ids: torch.Tensor | Sequence[int], *, dtype: torch.dtype | None = None, all_logits: bool = True) -> FrozenRun:
         """Run the real model once and freeze it into a :class:`FrozenRun`.
 
         ``dtype`` is the dtype of the frozen tensors (default: the model's). For exact
-        float64 checks load the model itself in float64.
+        float64 checks load the model itself in float64. ``all_logits=False`` keeps only the
+        last position's logits (``FrozenRun.logits`` is then ``(1, V)``), skipping the
+        unembedding of every other position.
         """
         ids = self._ids(input_ids)
         ad = self.adapter
@@ -427,7 +455,7 @@ class ReplacementModel:
                     handles.append(mod.register_forward_pre_hook(cap_in(f"{i}.{nm}"), with_kwargs=True))
             handles.append(ad.final_norm.register_forward_pre_hook(cap_in("final"), with_kwargs=True))
             with self._eager():
-                logits = self.model(ids[None]).logits[0].detach()
+                logits = self.model(ids[None], logits_to_keep=0 if all_logits else 1).logits[0].detach()
         finally:
             for h in handles:
                 h.remove()
@@ -466,14 +494,17 @@ class ReplacementModel:
             u = n_mlp.apply(x if ad.parallel_residual else h) + (n_mlp.bias if n_mlp.bias is not None else 0)
             pre = u @ W_enc + b_enc
             act = tc.activation(pre)
-            tc_out = act @ W_dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             pos, idx = (act != 0).nonzero(as_tuple=True)
+            f_act = act[pos, idx]
+            # sparse decode: only the active features' decoder rows
+            dec = torch.zeros_like(u).index_add_(0, pos, f_act[:, None] * W_dec[idx])
+            tc_out = dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             x = h + (post_mlp.apply(m_true) if post_mlp is not None else m_true)
             resid.append(x)
             layers.append(FrozenLayer(
                 index=i, parallel=ad.parallel_residual, norm_attn=n_attn, norm_mlp=n_mlp, post_attn=post_attn, post_mlp=post_mlp,
                 pattern=pattern, ov=ov, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, W_skip=W_skip,
-                mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=act[pos, idx], feat_pre=pre[pos, idx],
+                mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=f_act, feat_pre=pre[pos, idx],
             ))
         unembed = self.model.get_output_embeddings()  # type: ignore[operator]  # lm_head (transformers 5) / embed_out
         W_U = unembed.weight.detach().to(dt).T
