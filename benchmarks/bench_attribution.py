@@ -53,6 +53,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import PeakRSS, rss_now  # noqa: E402  (benchmarks/ is not a package)
+
 GIB = 1 << 30
 #: random GPT-NeoX models: the full C2S-Pythia-410m config, and the demo model's shape
 RANDOM_CONFIGS = {
@@ -119,34 +122,6 @@ def ct_prompt(n_tokens: int, seed: int = 0) -> Any:
     return torch.randint(0, CT_MODEL["vocab_size"], (n_tokens,), generator=torch.Generator().manual_seed(1000 + seed + n_tokens))
 
 
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakRSS:
-    """Samples RSS every 5 ms while running: the peak of one phase (ru_maxrss also counts model set-up)."""
-
-    def __enter__(self) -> "_PeakRSS":
-        import threading
-
-        self.peak = _rss_now()
-        self._stop = threading.Event()
-
-        def loop() -> None:
-            while not self._stop.wait(0.005):
-                self.peak = max(self.peak, _rss_now())
-
-        self._t = threading.Thread(target=loop, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss_now())
-
-
 # --------------------------------------------------------------------------- model setup
 def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[str, Any]]:
     import torch
@@ -206,9 +181,9 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     rm, ids, tok, info = _setup(args, args.genes)
-    base = _rss_now()
+    base = rss_now()
     secs = cpu = float("inf")
-    with _PeakRSS() as mem:
+    with PeakRSS() as mem:
         g = None
         for _ in range(args.repeat):  # the best of --repeat runs (the machine is shared)
             g = None  # drop the previous graph first: the peak is one attribution's
@@ -252,9 +227,9 @@ def _worker_ct(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     rm, ids, _, info = _setup(args, args.genes)
-    base = _rss_now()
+    base = rss_now()
     secs = cpu = float("inf")
-    with _PeakRSS() as mem:
+    with PeakRSS() as mem:
         g = None
         for _ in range(args.repeat):
             g = None  # drop the previous graph first: the peak is one attribution's
@@ -297,9 +272,9 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     rm, ids, tok, info = _setup(args, args.genes)
     spec = json.loads(Path(args.spec).read_text())
-    base = _rss_now()
+    base = rss_now()
     t0, c0 = time.perf_counter(), time.process_time()
-    mem = _PeakRSS().__enter__()
+    mem = PeakRSS().__enter__()
     with torch.no_grad():
         run = rm.run(ids)
     # leaves: per-layer active-feature activations, per-layer errors, the embeddings

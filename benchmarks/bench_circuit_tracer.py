@@ -87,10 +87,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import PeakRSS, rss_now  # noqa: E402  (benchmarks/ is not a package)
 
 GIB = 1 << 30
 #: the comparison setting of issue 6 (a C2S-Pythia-shaped NeoX model, GPT-2-small-sized transcoders)
@@ -103,34 +105,8 @@ CT_PYTHON = "/work/ctvenv/bin/python"
 
 
 # =========================================================================== memory
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _max_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-class PeakRSS:
-    """Samples this process's RSS every 5 ms inside a ``with`` block; ``.peak`` in bytes."""
-
-    def __enter__(self) -> "PeakRSS":
-        self.peak = _rss_now()
-        self._stop = threading.Event()
-
-        def loop() -> None:
-            while not self._stop.wait(0.005):
-                self.peak = max(self.peak, _rss_now())
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_now())
 
 
 # =========================================================================== the setting (circuitdb's venv)
@@ -258,7 +234,7 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     ids = torch.tensor(prompt_ids(args.n_tokens, info["vocab"], args.prompt_seed))
     logits = model(ids[None]).logits[0, -1]
     mfn = None if args.max_feature_nodes <= 0 else args.max_feature_nodes
-    base = _rss_now()
+    base = rss_now()
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         g = attribute(ids, rm, target="top", max_feature_nodes=mfn, heads=args.heads, pairs=args.pairs)
@@ -477,7 +453,7 @@ def _worker_ct(args: argparse.Namespace) -> dict[str, Any]:
     del hf
     target = int(tl_logits.argmax())
     mfn = None if args.max_feature_nodes <= 0 else args.max_feature_nodes
-    base = _rss_now()
+    base = rss_now()
     with PeakRSS() as mem:
         t0, c0 = time.perf_counter(), time.process_time()
         graph = attribute(ids, model, attribution_targets=torch.tensor([target]), max_feature_nodes=mfn,
