@@ -19,7 +19,7 @@ Node ids (deterministic, also used as graph ids after prefixing with the circuit
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +118,11 @@ class Provenance:
     dataset_source: str = ""
 
 
+#: field names of the flat dataclasses, in declaration order (what ``asdict`` would emit)
+_NODE_FIELDS = tuple(f.name for f in fields(CircuitNode))
+_HEAD_FIELDS = tuple(f.name for f in fields(HeadWeight))
+
+
 @dataclass
 class Circuit:
     provenance: Provenance
@@ -136,7 +141,7 @@ class Circuit:
         p = self.provenance
         nodes = []
         for n in self.nodes:
-            d = asdict(n)
+            d = {name: getattr(n, name) for name in _NODE_FIELDS}  # flat fields: asdict's deep copy is the slow part
             d.update(
                 node_id=n.id,
                 jsNodeId=n.id,
@@ -150,7 +155,7 @@ class Circuit:
             nodes.append(d)
         links = [
             {"source": e.source, "target": e.target, "weight": e.weight, "frequency": e.frequency,
-             "heads": [asdict(h) for h in e.heads]}
+             "heads": [{name: getattr(h, name) for name in _HEAD_FIELDS} for h in e.heads]}
             for e in self.edges
         ]
         return {
