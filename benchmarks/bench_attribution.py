@@ -173,6 +173,21 @@ def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[
 
 
 # --------------------------------------------------------------------------- workers
+def _best_of(repeat: int, run: Any) -> tuple[Any, float, float, int]:
+    """``run()`` ``repeat`` times (the machine is shared): its last result, the best wall and CPU seconds,
+    and the peak RSS sampled while it ran (the previous result is dropped first: the peak is one run's)."""
+    secs = cpu = float("inf")
+    result = None
+    with PeakRSS() as mem:
+        for _ in range(repeat):
+            result = None
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = run()
+            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    assert result is not None
+    return result, secs, cpu, mem.peak
+
+
 def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -182,16 +197,8 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     rm, ids, tok, info = _setup(args, args.genes)
     base = rss_now()
-    secs = cpu = float("inf")
-    with PeakRSS() as mem:
-        g = None
-        for _ in range(args.repeat):  # the best of --repeat runs (the machine is shared)
-            g = None  # drop the previous graph first: the peak is one attribution's
-            t0, c0 = time.perf_counter(), time.process_time()
-            g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
-                          heads=False, pairs=True)
-            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
-    assert g is not None
+    g, secs, cpu, peak = _best_of(args.repeat, lambda: attribute(
+        ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None, heads=False, pairs=True))
     head_secs, head_edges = float("nan"), 0
     if args.head_split_nodes >= 0:  # a second attribution, with the per-head split of the target + N features
         t1 = time.perf_counter()
@@ -211,7 +218,7 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
                                                 if g.nodes[j].kind == "feature"}
     sample_edges["target"] = {g.nodes[j].key: float(g.adjacency[tnode, j]) for j in torch.nonzero(g.adjacency[tnode]).flatten().tolist()
                               if g.nodes[j].kind == "feature"}
-    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": mem.peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": peak, "model_rss": base, "tokens": info["tokens"], "rows": len(feats) + 1,
             "features": sample, "target_token": int(g.metadata["target"]["token_id"]), "active": g.metadata["n_active_features"],
             "head_split_seconds": head_secs, "head_edges": head_edges, "edges": sample_edges}
 
@@ -228,17 +235,10 @@ def _worker_ct(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_grad_enabled(False)
     rm, ids, _, info = _setup(args, args.genes)
     base = rss_now()
-    secs = cpu = float("inf")
-    with PeakRSS() as mem:
-        g = None
-        for _ in range(args.repeat):
-            g = None  # drop the previous graph first: the peak is one attribution's
-            t0, c0 = time.perf_counter(), time.process_time()
-            g = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
-                          heads=args.head_split_nodes >= 0, head_split_nodes=max(0, args.head_split_nodes), pairs=True)
-            secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
-    assert g is not None
-    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": mem.peak, "model_rss": base, "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    g, secs, cpu, peak = _best_of(args.repeat, lambda: attribute(
+        ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
+        heads=args.head_split_nodes >= 0, head_split_nodes=max(0, args.head_split_nodes), pairs=True))
+    return {"seconds": secs, "cpu_seconds": cpu, "peak_rss": peak, "model_rss": base, "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "tokens": info["tokens"], "active": g.metadata["n_active_features"], "feature_nodes": g.metadata["n_feature_nodes"],
             "nodes": len(g.nodes), "head_edges": int(g.head_edges.shape[0])}
 
