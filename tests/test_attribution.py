@@ -180,6 +180,28 @@ def test_factored_passes_equal_dense_passes(arch: str) -> None:
     assert torch.allclose(got, dense, rtol=0, atol=1e-13 * float(dense.abs().max()))
 
 
+@pytest.mark.parametrize("arch", ["neox_seq", "gemma2"])
+def test_rows_in_the_narrow_layout_are_the_full_rows(arch: str) -> None:
+    """A row injected at layer l, computed in ``Layout.below(l)``, is its full row without the columns it
+    cannot have (features and errors of layer l and above), which are zero in the full row."""
+    model = _model(arch)
+    run = ReplacementModel(model, random_transcoders(model, skip=True, n_features=32)).run(torch.arange(11))
+    eng = _Engine(run)
+    for Ly in run.layers:
+        rows = [_Row(Ly.index, int(Ly.feat_pos[j]), Ly.W_enc[:, int(Ly.feat_idx[j])], 0.1) for j in (0, 5, len(Ly.feat_pos) - 1)]
+        full = eng.backward(rows)
+        sub = eng.lay.below(Ly.index)
+        got = torch.zeros(len(rows), sub.n, dtype=run.dtype)
+        eng._backward_group(rows, got, lay=sub)
+        cols = eng.lay.columns(Ly.index)
+        assert torch.equal(got, full[:, cols])
+        rest = torch.ones(eng.lay.n, dtype=torch.bool)
+        rest[cols] = False
+        assert int(rest.sum()) == eng.lay.n - sub.n
+        assert not full[:, rest].any()
+        assert float(full.abs().max()) > 0.1
+
+
 def test_gene_nodes_merge_their_token_span() -> None:
     model = tiny_neox()
     tcs = random_transcoders(model)

@@ -151,6 +151,30 @@ class _Layout:
         self.bias0 = self.tok0 + self.P
         self.n = self.bias0 + self.L + 1
 
+    def below(self, layer: int) -> "_Layout":
+        """The narrower layout of rows injected at ``layer``: only the sources they can have.
+
+        Features and errors of the layers below ``layer``, then the tokens and all biases (the
+        same order as the full layout). A row injected at ``layer`` writes nothing into the
+        features and errors of ``layer`` and above, so its row in this layout is the full row
+        without those (zero) columns: see :meth:`columns`.
+        """
+        out = object.__new__(_Layout)
+        out.L, out.P = self.L, self.P
+        out.feat_off = self.feat_off[: layer + 1]
+        out.n_feat = self.feat_off[min(layer, self.L)]
+        out.err0 = out.n_feat
+        out.tok0 = out.err0 + min(layer, self.L) * self.P
+        out.bias0 = out.tok0 + self.P
+        out.n = out.bias0 + self.L + 1
+        return out
+
+    def columns(self, layer: int) -> torch.Tensor:
+        """The full layout's column of each column of :meth:`below` ``(layer)``."""
+        sub = self.below(layer)
+        return torch.cat([torch.arange(sub.n_feat), torch.arange(self.err0, self.err0 + sub.tok0 - sub.err0),
+                          torch.arange(self.tok0, self.n)])
+
 
 @dataclass
 class _Grad:
@@ -296,9 +320,9 @@ class _Engine:
                 self._slot_cache[layer] = (slot, int(slot.max()) + 1)
         return self._slot_cache[layer]
 
-    def _record_mlp(self, out: torch.Tensor, layer: int, g_m: torch.Tensor) -> None:
+    def _record_mlp(self, out: torch.Tensor, layer: int, g_m: torch.Tensor, lay: _Layout) -> None:
         """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``."""
-        run, lay = self.run, self.lay
+        run = self.run
         Ly = run.layers[layer]
         R, Q, d = g_m.shape
         n_l = int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)).item()) if Ly.feat_pos.numel() else 0
@@ -314,9 +338,9 @@ class _Engine:
         out[:, e0: e0 + Q] = (g_m * Ly.error[:Q]).sum(-1)
         out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
 
-    def _record_mlp_point(self, out: torch.Tensor, layer: int, pos: torch.Tensor, g: torch.Tensor) -> None:
+    def _record_mlp_point(self, out: torch.Tensor, layer: int, pos: torch.Tensor, g: torch.Tensor, lay: _Layout) -> None:
         """As :meth:`_record_mlp` for rows whose gradient sits at one position each: ``g (R, d)`` at ``pos (R,)``."""
-        run, lay = self.run, self.lay
+        run = self.run
         Ly = run.layers[layer]
         R = int(g.shape[0])
         rr = torch.arange(R, device=g.device)
@@ -381,13 +405,15 @@ class _Engine:
         return self._backward_general(rows, g_top=g_top, start=start, diag_only=diag_only, spawn=spawn)
 
     def _backward_group(self, rows: Sequence[_Row], out: torch.Tensor, *, diag_only: bool = False,
-                        spawn: Callable[[int, _Grad], None] | None = None) -> None:
+                        spawn: Callable[[int, _Grad], None] | None = None, lay: _Layout | None = None) -> None:
         """Rows injected at the same layer, written into ``out (R, n_sources)`` (zeros on entry).
 
         The gradient starts as rank 1 per row (one position) and stays factored (:class:`_Grad`)
         while that is cheaper; then it is dense. ``diag_only``/``spawn`` as in :meth:`_descend`.
+        ``lay``: the column layout of ``out`` (default: the full one; or ``self.lay.below(layer)``).
         """
-        run, lay, L = self.run, self.lay, self.L
+        run, L = self.run, self.L
+        lay = lay or self.lay
         dt, dev = run.dtype, run.x0.device
         R = len(rows)
         Q = max(r.pos for r in rows) + 1
@@ -403,20 +429,22 @@ class _Engine:
             fn = run.final_norm
             if fn.bias is not None:
                 out[:, lay.bias0 + L] += vec @ fn.bias
-            self._descend(out, inj.norm_t(fn, Q), None, L - 1, Q, diag_only=diag_only, spawn=spawn)
+            self._descend(out, inj.norm_t(fn, Q), None, L - 1, Q, diag_only=diag_only, spawn=spawn, lay=lay)
         else:
-            self._descend(out, None, inj, layer0, Q, diag_only=diag_only, spawn=spawn)
+            self._descend(out, None, inj, layer0, Q, diag_only=diag_only, spawn=spawn, lay=lay)
 
     def _descend(self, out: torch.Tensor, G: _Grad | None, g_u0: _Grad | None, top: int, Q: int, *,
-                 diag_only: bool = False, spawn: Callable[[int, _Grad], None] | None = None) -> None:
+                 diag_only: bool = False, spawn: Callable[[int, _Grad], None] | None = None, lay: _Layout | None = None) -> None:
         """Pass a gradient down from layer ``top`` to the embeddings, recording direct effects into ``out``.
 
         ``G``: the gradient at the residual leaving layer ``top`` (``None``: zero); ``g_u0``: a
         gradient at layer ``top``'s MLP input (the rows' injection). ``diag_only`` keeps only
         same-position attention; ``spawn(layer, g)`` then receives each layer's off-diagonal
         per-head gradients at the residual entering that layer, rows ordered (row, head).
+        ``lay``: the column layout of ``out`` (default: the full one).
         """
-        run, lay = self.run, self.lay
+        run = self.run
+        lay = lay or self.lay
         d = run.x0.shape[1]
         H = int(run.layers[0].pattern.shape[0]) if self.L else 0
         for layer in range(top, -1, -1):
@@ -425,9 +453,9 @@ class _Engine:
             if G is not None:
                 g_m = G.norm_t(Ly.post_mlp, Q) if Ly.post_mlp is not None else G
                 if g_m.point is not None:
-                    self._record_mlp_point(out, layer, g_m.point, g_m.at_point())
+                    self._record_mlp_point(out, layer, g_m.point, g_m.at_point(), lay)
                 else:
-                    self._record_mlp(out, layer, g_m.dense())
+                    self._record_mlp(out, layer, g_m.dense(), lay)
                 if Ly.W_skip is not None:
                     g_u = g_m.right(Ly.W_skip.T) if g_u is None else g_u + g_m.right(Ly.W_skip.T)
             g_from_u = None
@@ -516,7 +544,7 @@ class _Engine:
         for layer in range(top, -1, -1):
             Ly = run.layers[layer]
             g_m = _norm_t(Ly.post_mlp, G, Q) if Ly.post_mlp is not None else G
-            self._record_mlp(out, layer, g_m)
+            self._record_mlp(out, layer, g_m, lay)
             g_u = g_m @ Ly.W_skip.T if Ly.W_skip is not None else None
             if layer in by_layer:
                 if g_u is None:
@@ -800,43 +828,62 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
                 adjacency[a: a + len(batch)] = torch.zeros(len(batch), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows).cpu()
             cb("features", a + len(batch), budget)
     else:
-        rows_store = torch.empty(budget, lay.n, dtype=dt, device=dev)
+        # Rows are kept in blocks of rows injected at one layer, each in that layer's narrower
+        # layout (Layout.below): a row has no sources in its own layer or above.
+        blocks: list[tuple[list[int], int, torch.Tensor]] = []
+        below: dict[int, _Layout] = {}
         order: list[int] = []
         scores = torch.zeros(n_feat, dtype=dt, device=dev)
         visited = torch.zeros(n_feat, dtype=torch.bool, device=dev)
         scores += _influence_share(t_rows[0], n_feat)
+        sub = max(16, batch_size // 8)
         while len(order) < budget:
             cand = scores.masked_fill(visited, -1.0)
             k = min(batch_size, budget - len(order))
             top = torch.topk(cand, k).indices.tolist()
             batch = sorted(top, key=lambda f: (fl[f], fp[f]))
-            # sub-batches of neighbouring (layer, position): each pass stops at its own top
-            # layer and is truncated to its own last position
-            sub = max(16, batch_size // 8)
-            a = len(order)
-            got = rows_store[a: a + len(batch)]  # written in place
+            # sub-batches of neighbouring (layer, position), then runs of one layer: each pass
+            # stops at its own top layer and is truncated to its own last position
+            new: list[tuple[list[int], int, torch.Tensor]] = []
             for c in range(0, len(batch), sub):
-                eng.backward([feat_row(f) for f in batch[c: c + sub]], out=got[c: c + sub])
+                part = batch[c: c + sub]
+                i = 0
+                while i < len(part):
+                    j = i + 1
+                    while j < len(part) and fl[part[j]] == fl[part[i]]:
+                        j += 1
+                    layer = fl[part[i]]
+                    if layer not in below:
+                        below[layer] = lay.below(layer)
+                    blk = torch.zeros(j - i, below[layer].n, dtype=dt, device=dev)
+                    eng._backward_group([feat_row(f) for f in part[i:j]], blk, lay=below[layer])
+                    new.append((part[i:j], layer, blk))
+                    i = j
             order.extend(batch)
             visited[batch] = True
             # each new row passes its own (pre-batch) influence estimate on to its sources
-            w = scores[torch.tensor(batch, device=dev)].clamp_min(0) / got.abs().sum(1).clamp_min(1e-30)
-            scores += w @ got[:, :n_feat].abs()
+            updates = []
+            for feats, layer, blk in new:
+                ab = blk.abs()
+                w = scores[torch.tensor(feats, device=dev)].clamp_min(0) / ab.sum(1).clamp_min(1e-30)
+                updates.append((lay.feat_off[layer], w, ab))
+            for nf, w, ab in updates:
+                if nf:
+                    scores[:nf] += w @ ab[:, :nf]
+            del updates
+            blocks.extend(new)
             cb("features", len(order), budget)
         kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
         lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
         nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
         n = len(nodes)
-        row_of = {f: i for i, f in enumerate(order)}
         adjacency = torch.zeros(n, n, dtype=dt)
         col_map_dev = col_map.to(dev)
-        kept_rows = torch.tensor([row_of[f] for f in kept], dtype=torch.long)
-        step = max(1, _CHUNK_ELEMS // max(1, n, lay.n))  # bounds both the gathered rows and the mapped chunk
-        for a in range(0, len(kept), step):  # map source columns to nodes a chunk of rows at a time
-            rows_a = kept_rows[a: a + step].to(dev)
-            mapped = torch.zeros(rows_a.numel(), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows_store[rows_a])
-            adjacency[a: a + rows_a.numel()] = mapped.cpu()
-        del rows_store
+        cmap = {layer: col_map_dev[lay.columns(layer).to(dev)] for layer in below}
+        for feats, layer, blk in blocks:  # map source columns to nodes, a block at a time
+            mapped = torch.zeros(len(feats), n, dtype=dt, device=dev).index_add_(1, cmap[layer], blk)
+            adjacency[torch.tensor([feat_node[f] for f in feats], dtype=torch.long)] = mapped.cpu()
+        del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
     pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
 
