@@ -245,6 +245,33 @@ def test_virtual_weights_match_the_residual_path() -> None:
     assert ((df["attribution"] - df["activation"] * df["virtual_weight"]).abs() < 1e-12).all()
 
 
+def test_pairs_are_every_same_position_pair_once_in_order() -> None:
+    """Three-layer Gemma-2 (post-MLP norms), a feature budget: every kept (target, source) pair at one
+    position with a lower source layer, grouped by position (first appearance), then target, then source;
+    each virtual weight is W_dec[s] through the post-MLP norm, dotted with W_enc[:, t] through the MLP norm."""
+    model = tiny_gemma(layers=3)
+    g = _graph(model, random_transcoders(model, n_features=32, k=8), max_feature_nodes=40, batch_size=7, head_split_nodes=0)
+    run = ReplacementModel(model, random_transcoders(model, n_features=32, k=8)).run(torch.tensor(g.metadata["input_ids"]))
+    feats = g.indices("feature").tolist()
+    by_pos: dict[int, list[int]] = {}
+    for i in feats:
+        by_pos.setdefault(int(g.nodes[i].pos or 0), []).append(i)
+    want_idx, want_val = [], []
+    for p, members in by_pos.items():
+        for t in members:
+            for s in members:
+                nt, ns = g.nodes[t], g.nodes[s]
+                if (nt.layer or 0) > (ns.layer or 0):
+                    Lt, Ls = run.layers[nt.layer or 0], run.layers[ns.layer or 0]
+                    e = Lt.W_enc[:, nt.index] * Lt.norm_mlp.inv[p] * Lt.norm_mlp.weight
+                    dvec = Ls.W_dec[ns.index] * Ls.post_mlp.inv[p] * Ls.post_mlp.weight
+                    want_idx.append((t, s))
+                    want_val.append(float(e @ dvec))
+    assert len(want_idx) > 10 and len({int(g.nodes[t].layer or 0) for t, _ in want_idx}) == 2
+    assert g.pair_index.tolist() == [list(x) for x in want_idx]
+    assert torch.allclose(g.pair_virtual, torch.tensor(want_val, dtype=g.pair_virtual.dtype), rtol=1e-12, atol=1e-12)
+
+
 def test_graph_round_trip(tmp_path) -> None:  # noqa: ANN001
     model = tiny_gemma()
     g = _graph(model, random_transcoders(model), head_split_nodes=2, head_edges_per_node=5)

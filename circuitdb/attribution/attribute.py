@@ -886,6 +886,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
     pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
+    kept_t = torch.tensor(kept, dtype=torch.long)
 
     # ---- values
     values = torch.zeros(n, dtype=dt)
@@ -905,7 +906,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         infl = _node_influence(adjacency, tnode, L + 2)
         head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
                                                col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
-    pair_index, pair_virtual = _pairs(run, nodes, kept, feat_node, lay) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
+    pair_index, pair_virtual = _pairs(run, feat_layer[kept_t], feat_pos[kept_t], feat_idx[kept_t]) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
 
     metadata: dict[str, Any] = {
         "prompt": prep.text,
@@ -1064,41 +1065,52 @@ def _source_positions(nodes: list[GraphNode]) -> list[list[int]]:
     return out
 
 
-def _pairs(run: FrozenRun, nodes: list[GraphNode], kept: list[int], feat_node: dict[int, int], lay: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same-position virtual weights between kept features (source layer < target layer)."""
-    by_pos: dict[int, list[int]] = {}
-    for f in kept:
-        nd = nodes[feat_node[f]]
-        by_pos.setdefault(int(nd.pos or 0), []).append(feat_node[f])
-    idx_out: list[torch.Tensor] = []
-    val_out: list[torch.Tensor] = []
-    for p, members in by_pos.items():
-        if len(members) < 2:
-            continue
-        layers = torch.tensor([int(nodes[m].layer or 0) for m in members])
-        enc = []
-        dec = []
-        for m in members:
-            nd = nodes[m]
-            Ly = run.layers[int(nd.layer or 0)]
-            v = Ly.W_enc[:, int(nd.index or 0)]
-            e = v * Ly.norm_mlp.inv[p] * Ly.norm_mlp.weight
-            if Ly.norm_mlp.kind == "layer":
-                e = e - e.mean()
-            enc.append(e)
-            dvec = Ly.W_dec[int(nd.index or 0)]
-            if Ly.post_mlp is not None:
-                dvec = dvec * Ly.post_mlp.inv[p] * Ly.post_mlp.weight
-            dec.append(dvec)
-        vw = torch.stack(enc) @ torch.stack(dec).T  # (targets, sources)
-        mask = layers[:, None] > layers[None, :]
-        ti, si = mask.nonzero(as_tuple=True)
-        mt = torch.tensor(members)
-        idx_out.append(torch.stack([mt[ti], mt[si]], 1))
-        val_out.append(vw[ti, si].cpu())
-    if not idx_out:
+def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, feat_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same-position virtual weights between the kept features (source layer < target layer).
+
+    ``feat_layer/pos/idx (K,)``: the kept features in node order (node ``i`` is feature ``i``,
+    sorted by layer). Pairs come grouped by position (positions in order of first appearance),
+    then by target node, then by source node.
+    """
+    K = int(feat_layer.numel())
+    if K < 2:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
-    return torch.cat(idx_out), torch.cat(val_out)
+    dev = run.x0.device
+    enc = torch.empty(K, run.x0.shape[1], dtype=run.dtype, device=dev)
+    dec = torch.empty_like(enc)
+    for Ly in run.layers:  # the kept features of each layer are one contiguous run
+        sel = torch.nonzero(feat_layer == Ly.index).flatten()
+        if sel.numel() == 0:
+            continue
+        a, b = int(sel[0]), int(sel[-1]) + 1
+        pos, idx = feat_pos[a:b].to(dev), feat_idx[a:b].to(dev)
+        e = Ly.W_enc[:, idx].T * Ly.norm_mlp.inv[pos, None] * Ly.norm_mlp.weight
+        if Ly.norm_mlp.kind == "layer":
+            e = e - e.mean(-1, keepdim=True)
+        enc[a:b] = e
+        dvec = Ly.W_dec[idx]
+        if Ly.post_mlp is not None:
+            dvec = dvec * Ly.post_mlp.inv[pos, None] * Ly.post_mlp.weight
+        dec[a:b] = dvec
+    # members of each position, positions in order of first appearance, members in node order
+    first = torch.full((int(feat_pos.max()) + 1,), K, dtype=torch.long).scatter_reduce_(0, feat_pos, torch.arange(K), "amin")
+    order = torch.sort(first[feat_pos], stable=True).indices  # (K,) nodes grouped by position
+    key = first[feat_pos][order]
+    size = torch.unique_consecutive(key, return_counts=True)[1]
+    start = torch.cumsum(size, 0) - size
+    m = torch.repeat_interleave(size, size)  # each member's group size
+    s0 = torch.repeat_interleave(start, size)  # each member's group start (in ``order``)
+    ti = torch.repeat_interleave(torch.arange(K), m)  # target member, repeated once per group member
+    off = torch.arange(int(m.sum())) - torch.repeat_interleave(torch.cumsum(m, 0) - m, m)
+    si = torch.repeat_interleave(s0, m) + off
+    t, src = order[ti], order[si]
+    keep = feat_layer[t] > feat_layer[src]
+    t, src = t[keep], src[keep]
+    if t.numel() == 0:
+        return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
+    td, sd = t.to(dev), src.to(dev)
+    vals = torch.bmm(enc[td][:, None, :], dec[sd][:, :, None])[:, 0, 0]
+    return torch.stack([t, src], 1), vals.cpu()
 
 
 # =========================================================================== many cells
