@@ -202,6 +202,24 @@ def test_rows_in_the_narrow_layout_are_the_full_rows(arch: str) -> None:
         assert float(full.abs().max()) > 0.1
 
 
+def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # noqa: ANN001
+    """Past the padded-decoder cache budget each pass builds the decoder rows it needs (up to its
+    last position): the same rows."""
+    import circuitdb.attribution.attribute as attr_mod
+
+    model = tiny_gemma()
+    run = ReplacementModel(model, random_transcoders(model, skip=True, n_features=32)).run(torch.arange(11))
+    rows = [_Row(2, 10, run.W_U[:, 3], 0.5), _Row(2, 6, run.W_U[:, 5], 0.0)]
+    rows += [_Row(1, int(p), run.layers[1].W_enc[:, int(i)], 0.1) for p, i in zip(run.layers[1].feat_pos[::7], run.layers[1].feat_idx[::7])]
+    cached = _Engine(run).backward(rows)
+    monkeypatch.setattr(attr_mod, "_DEC_CACHE_BYTES", 0)
+    eng = _Engine(run)
+    got = eng.backward(rows)
+    assert not eng._dec_cache
+    assert float(cached.abs().max()) > 0.1
+    assert torch.equal(got, cached)
+
+
 def test_gene_nodes_merge_their_token_span() -> None:
     model = tiny_neox()
     tcs = random_transcoders(model)

@@ -368,8 +368,16 @@ class _Engine:
         size = lay.P * kmax * d * Ly.W_dec.element_size()
         keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
         n_b = Ly.feat_pos.numel() if keep else int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)))
-        dec = torch.zeros(lay.P if keep else Q, kmax, d, dtype=dtype, device=Ly.W_dec.device)
-        dec[Ly.feat_pos[:n_b], slot[:n_b]] = Ly.W_dec[Ly.feat_idx[:n_b]] * Ly.feat_act[:n_b, None]
+        n_pos = lay.P if keep else Q
+        dev = Ly.W_dec.device
+        # rows (position, slot) of a flat (n_pos * kmax, d): the features' rows, then zeros in the padding
+        dec = torch.empty(n_pos * kmax, d, dtype=dtype, device=dev)
+        src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
+        dec.index_copy_(0, Ly.feat_pos[:n_b] * kmax + slot[:n_b], src)
+        count = torch.bincount(Ly.feat_pos[:n_b], minlength=n_pos)[:n_pos]
+        pad = torch.arange(kmax, device=dev)[None, :] >= count[:, None]
+        dec.index_fill_(0, torch.nonzero(pad.flatten()).flatten(), 0.0)
+        dec = dec.view(n_pos, kmax, d)
         if keep:
             self._dec_cache[layer] = dec
             self._dec_bytes += size
