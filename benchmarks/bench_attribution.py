@@ -277,7 +277,7 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     mem = PeakRSS().__enter__()
     with torch.no_grad():
-        run = rm.run(ids)
+        run = rm.run(ids, all_logits=False)  # the target needs only the last position's logits
     # leaves: per-layer active-feature activations, per-layer errors, the embeddings
     acts = [L.feat_act.clone().requires_grad_(True) for L in run.layers]
     errs = [L.error.clone().requires_grad_(True) for L in run.layers]

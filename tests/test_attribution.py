@@ -220,6 +220,26 @@ def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # no
     assert torch.equal(got, cached)
 
 
+def test_encoder_rows_cache_gives_the_same_graph(monkeypatch) -> None:  # noqa: ANN001
+    """Feature rows read from the cached contiguous ``W_enc.T`` or, past its byte cap, from the columns
+    of ``W_enc``: the same graph, same selection under a budget."""
+    import circuitdb.attribution.replacement as rep_mod
+
+    model = tiny_neox(parallel=False)
+    rm = ReplacementModel(model, random_transcoders(model, n_features=32, k=8))
+    cached = _graph(rm, None, max_feature_nodes=15, batch_size=4, head_split_nodes=2)
+    assert rm._enc_rows
+    monkeypatch.setattr(rep_mod, "ENCODER_ROWS_BYTES", 0)
+    rm2 = ReplacementModel(model, rm.transcoders)
+    plain = _graph(rm2, None, max_feature_nodes=15, batch_size=4, head_split_nodes=2)
+    assert not rm2._enc_rows
+    assert [nd.key for nd in plain.nodes] == [nd.key for nd in cached.nodes]
+    assert torch.equal(plain.adjacency, cached.adjacency) and torch.equal(plain.head_weights, cached.head_weights)
+    assert torch.equal(plain.pair_index, cached.pair_index) and plain.pair_index.shape[0] > 5
+    # virtual weights: the same products, reduced in another memory order (round-off only)
+    assert torch.allclose(plain.pair_virtual, cached.pair_virtual, rtol=1e-13, atol=1e-13)
+
+
 def test_gene_nodes_merge_their_token_span() -> None:
     model = tiny_neox()
     tcs = random_transcoders(model)

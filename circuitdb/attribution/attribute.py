@@ -773,7 +773,7 @@ def attribute(
         batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
     elif batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
-    graph = _build_graph(run, rm, tgt, prep, tokenizer, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
+    graph = _build_graph(run, rm, tgt, prep, tokenizer, logits, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
                          head_split_nodes=head_split_nodes, head_edges_per_node=head_edges_per_node, heads=heads, pairs=pairs, cb=cb)
     graph.metadata["seconds"] = time.perf_counter() - t0
     return graph
@@ -785,7 +785,7 @@ def _decode(tokenizer: Any, tok: int) -> str:
     return str(tokenizer.decode([tok]))
 
 
-def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepared, tokenizer: Any, *,
+def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepared, tokenizer: Any, logits: torch.Tensor, *,
                  max_feature_nodes: int | None, batch_size: int, head_split_nodes: int | None,
                  head_edges_per_node: int | None, heads: bool, pairs: bool, cb: ProgressCallback) -> AttributionGraph:
     eng = _Engine(run)
@@ -800,7 +800,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         w = w - run.W_U[:, tgt.contrast_token]
         const -= float(run.b_U[tgt.contrast_token]) if run.b_U is not None else 0.0
     target_row = _Row(L, q, w, const)
-    lg = run.pre_softcap_logits(-1)
+    lg = logits
     target_value = float(lg[tgt.token] - (lg[tgt.contrast_token] if tgt.contrast_token is not None else 0.0))
     t_rows = eng.backward([target_row])  # (1, n)
 
@@ -811,10 +811,13 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     n_feat = lay.n_feat
     fl, fp, fi = feat_layer.tolist(), feat_pos.tolist(), feat_idx.tolist()
     b_enc_of = [Ly.b_enc.tolist() for Ly in run.layers]
+    # feature i's encoder vector: a contiguous row of W_enc.T (cached on the model) or a column of W_enc
+    enc_rows = [rm.encoder_rows(layer, dt, run.x0.device) for layer in range(L)]
+    enc_vec = [(lambda i, E=E: E[i]) if E is not None else (lambda i, W=Ly.W_enc: W[:, i]) for E, Ly in zip(enc_rows, run.layers)]
 
     def feat_row(f: int) -> _Row:
         layer, i = fl[f], fi[f]
-        return _Row(layer, fp[f], run.layers[layer].W_enc[:, i], b_enc_of[layer][i])
+        return _Row(layer, fp[f], enc_vec[layer](i), b_enc_of[layer][i])
 
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
     dev = run.x0.device
@@ -914,7 +917,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         infl = _node_influence(adjacency, tnode, L + 2)
         head_edges, head_weights = _head_split(eng, run, nodes, adjacency, infl, tnode, target_row, feat_row, kept, feat_node,
                                                col_map, head_split_nodes, head_edges_per_node, batch_size, cb)
-    pair_index, pair_virtual = _pairs(run, feat_layer[kept_t], feat_pos[kept_t], feat_idx[kept_t]) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
+    pair_index, pair_virtual = _pairs(run, feat_layer[kept_t], feat_pos[kept_t], feat_idx[kept_t], enc_rows) if pairs else (torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=dt))
 
     metadata: dict[str, Any] = {
         "prompt": prep.text,
@@ -1073,12 +1076,13 @@ def _source_positions(nodes: list[GraphNode]) -> list[list[int]]:
     return out
 
 
-def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, feat_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, feat_idx: torch.Tensor,
+           enc_rows: Sequence[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Same-position virtual weights between the kept features (source layer < target layer).
 
     ``feat_layer/pos/idx (K,)``: the kept features in node order (node ``i`` is feature ``i``,
     sorted by layer). Pairs come grouped by position (positions in order of first appearance),
-    then by target node, then by source node.
+    then by target node, then by source node. ``enc_rows``: per layer ``W_enc.T`` where cached.
     """
     K = int(feat_layer.numel())
     if K < 2:
@@ -1092,7 +1096,8 @@ def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, fea
             continue
         a, b = int(sel[0]), int(sel[-1]) + 1
         pos, idx = feat_pos[a:b].to(dev), feat_idx[a:b].to(dev)
-        e = Ly.W_enc[:, idx].T * Ly.norm_mlp.inv[pos, None] * Ly.norm_mlp.weight
+        E = enc_rows[Ly.index] if enc_rows is not None else None
+        e = (E[idx] if E is not None else Ly.W_enc[:, idx].T) * Ly.norm_mlp.inv[pos, None] * Ly.norm_mlp.weight
         if Ly.norm_mlp.kind == "layer":
             e = e - e.mean(-1, keepdim=True)
         enc[a:b] = e

@@ -94,6 +94,10 @@ def _freeze_norm(module: nn.Module, x: torch.Tensor, kind: NormKind, dtype: torc
     return FrozenNorm("rms", w, None, inv)
 
 
+#: at most this many bytes of contiguous encoder rows (``W_enc.T``) are kept per ReplacementModel
+ENCODER_ROWS_BYTES = 256 << 20
+
+
 # --------------------------------------------------------------------------- attention
 @dataclass
 class OVWeights:
@@ -337,10 +341,29 @@ class ReplacementModel:
         # hash the model only when some transcoder records the model it was trained on
         self.model_hash = model_fingerprint(model) if any(t.cfg.model for t in tcs.values()) else None
         self._fingerprints: dict[str, str] = {}
+        self._enc_rows: dict[tuple[int, torch.dtype, str], torch.Tensor] = {}
+        self._enc_rows_bytes = 0
         self.transcoders = check_transcoders(self.adapter, tcs, model_hash=self.model_hash)
         cfg = model.config  # type: ignore[attr-defined]
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
         self.softcap = getattr(cfg, "final_logit_softcapping", None) if self.adapter.arch == "gemma2" else None
+
+    def encoder_rows(self, layer: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """``W_enc.T`` of ``layer``'s transcoder, contiguous ``(F, d)``: feature ``i``'s encoder row.
+
+        Kept between calls (the transcoders are frozen for attribution) while all layers' copies
+        stay under ``ENCODER_ROWS_BYTES``; ``None`` past that (then read the columns of ``W_enc``).
+        Gathering rows instead of strided columns makes stacking many features' encoders cheap.
+        """
+        key = (layer, dtype, str(device))
+        if key not in self._enc_rows:
+            W = self.transcoders[layer].W_enc
+            size = W.numel() * torch.empty(0, dtype=dtype).element_size()
+            if self._enc_rows_bytes + size > ENCODER_ROWS_BYTES:
+                return None
+            self._enc_rows[key] = W.detach().to(device=device, dtype=dtype).T.contiguous()
+            self._enc_rows_bytes += size
+        return self._enc_rows[key]
 
     def fingerprint(self) -> str:
         """:func:`model_fingerprint` of the model, computed once (the model is frozen for attribution)."""
