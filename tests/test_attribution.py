@@ -405,3 +405,23 @@ def test_completeness_on_the_demo_model() -> None:
     with torch.no_grad():
         logits = model(torch.tensor(g.metadata["input_ids"])[None]).logits[0, -1]
     assert abs(float(logits[g.metadata["target"]["token_id"]]) - g.metadata["target"]["value"]) < 1e-6
+
+
+def test_topk_activation_through_partition_equals_topk() -> None:
+    """The frozen forward's TopK through numpy's partition: the same activations as Transcoder.activation,
+    also with ties at the k-th value (then it falls back to torch.topk) and for other activations."""
+    from circuitdb.attribution.replacement import _activation
+    from circuitdb.transcoder.model import Transcoder, TranscoderConfig
+
+    g = torch.Generator().manual_seed(3)
+    tc = Transcoder(TranscoderConfig(d_in=8, d_features=40, activation="topk", k=5))
+    for dtype in (torch.float32, torch.float64):
+        pre = torch.randn(3, 17, 40, generator=g, dtype=dtype)
+        pre[0, 0, :] = -1.0  # every top-5 value is negative: all zero after the ReLU
+        got, want = _activation(tc, pre), tc.activation(pre)
+        assert torch.equal(got, want) and int((got != 0).sum(-1).max()) == 5
+    tied = torch.randn(6, 40, generator=g)
+    tied[2, :8] = 10.0  # eight entries tie for the top 5
+    assert torch.equal(_activation(tc, tied), tc.activation(tied)) and int((tc.activation(tied)[2] != 0).sum()) == 5
+    relu = Transcoder(TranscoderConfig(d_in=8, d_features=40, activation="relu"))
+    assert torch.equal(_activation(relu, tied), torch.relu(tied))
