@@ -41,7 +41,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -133,6 +133,16 @@ class _Row:
     pos: int
     vec: torch.Tensor
     const: float
+
+
+class _RowBatch(NamedTuple):
+    """Rows injected at one layer, as tensors: positions ``(R,)``, vectors ``(R, d)``, constants ``(R,)``."""
+
+    layer: int
+    pos: torch.Tensor
+    vec: torch.Tensor
+    const: torch.Tensor
+    n_pos: int  # the last position + 1
 
 
 class _Layout:
@@ -412,7 +422,7 @@ class _Engine:
             return out
         return self._backward_general(rows, g_top=g_top, start=start, diag_only=diag_only, spawn=spawn)
 
-    def _backward_group(self, rows: Sequence[_Row], out: torch.Tensor, *, diag_only: bool = False,
+    def _backward_group(self, rows: Sequence[_Row] | _RowBatch, out: torch.Tensor, *, diag_only: bool = False,
                         spawn: Callable[[int, _Grad], None] | None = None, lay: _Layout | None = None) -> None:
         """Rows injected at the same layer, written into ``out (R, n_sources)`` (zeros on entry).
 
@@ -423,12 +433,11 @@ class _Engine:
         run, L = self.run, self.L
         lay = lay or self.lay
         dt, dev = run.dtype, run.x0.device
-        R = len(rows)
-        Q = max(r.pos for r in rows) + 1
-        layer0 = rows[0].layer
-        pos = torch.tensor([r.pos for r in rows], device=dev)
-        vec = torch.stack([r.vec for r in rows]).to(dt)  # (R, d)
-        out[:, lay.bias0 + layer0] += torch.tensor([r.const for r in rows], dtype=dt, device=dev)
+        if not isinstance(rows, _RowBatch):
+            rows = _RowBatch(rows[0].layer, torch.tensor([r.pos for r in rows], device=dev), torch.stack([r.vec for r in rows]).to(dt),
+                             torch.tensor([r.const for r in rows], dtype=dt, device=dev), max(r.pos for r in rows) + 1)
+        Q, layer0, pos, vec = rows.n_pos, rows.layer, rows.pos, rows.vec  # vec: (R, d)
+        out[:, lay.bias0 + layer0] += rows.const
         upos, idx = torch.unique(pos, return_inverse=True)
         onehot = torch.zeros(int(upos.numel()), Q, 1, dtype=dt, device=dev)
         onehot[torch.arange(int(upos.numel()), device=dev), upos, 0] = 1.0
@@ -819,6 +828,15 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         layer, i = fl[f], fi[f]
         return _Row(layer, fp[f], enc_vec[layer](i), b_enc_of[layer][i])
 
+    def feat_rows(fs: list[int]) -> _RowBatch:
+        """Features of one layer as a batch of rows (the values of ``[feat_row(f) for f in fs]``)."""
+        layer = fl[fs[0]]
+        Ly, E = run.layers[layer], enc_rows[layer]
+        ft = torch.tensor(fs, dtype=torch.long)
+        idx = feat_idx[ft].to(dev)
+        vec = E[idx] if E is not None else Ly.W_enc[:, idx].T
+        return _RowBatch(layer, feat_pos[ft].to(dev), vec, Ly.b_enc[idx], max(fp[f] for f in fs) + 1)
+
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
     dev = run.x0.device
     if budget == n_feat:
@@ -832,7 +850,14 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         col_map_dev = col_map.to(dev)
         for a in range(0, n_feat, batch_size):
             batch = kept[a: a + batch_size]
-            rows = eng.backward([feat_row(f) for f in batch])
+            rows = torch.zeros(len(batch), lay.n, dtype=dt, device=dev)
+            i = 0
+            while i < len(batch):  # runs of one layer (as Engine.backward)
+                j = i + 1
+                while j < len(batch) and fl[batch[j]] == fl[batch[i]]:
+                    j += 1
+                eng._backward_group(feat_rows(batch[i:j]), rows[i:j])
+                i = j
             if adjacency.device == dev:
                 adjacency[a: a + len(batch)].index_add_(1, col_map_dev, rows)
             else:
@@ -867,7 +892,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
                     if layer not in below:
                         below[layer] = lay.below(layer)
                     blk = torch.zeros(j - i, below[layer].n, dtype=dt, device=dev)
-                    eng._backward_group([feat_row(f) for f in part[i:j]], blk, lay=below[layer])
+                    eng._backward_group(feat_rows(part[i:j]), blk, lay=below[layer])
                     new.append((part[i:j], layer, blk))
                     i = j
             order.extend(batch)
@@ -896,17 +921,14 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             adjacency[torch.tensor([feat_node[f] for f in feats], dtype=torch.long)] = mapped.cpu()
         del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
-    pre_all = torch.cat([Ly.feat_pre for Ly in run.layers]).tolist()
     kept_t = torch.tensor(kept, dtype=torch.long)
 
     # ---- values
     values = torch.zeros(n, dtype=dt)
-    values[: len(kept)] = torch.tensor([pre_all[f] for f in kept], dtype=dt)
+    values[: len(kept)] = torch.cat([Ly.feat_pre for Ly in run.layers]).cpu()[kept_t]
     for layer in range(L):
         values[err_node0 + layer * P: err_node0 + (layer + 1) * P] = run.layers[layer].error.norm(dim=-1).cpu()
-    emb_norm = run.x0.norm(dim=-1).cpu()
-    for p in range(P):
-        values[gene_of_pos[p]] += emb_norm[p]
+    values.index_add_(0, torch.tensor([gene_of_pos[p] for p in range(P)], dtype=torch.long), run.x0.norm(dim=-1).cpu())
     values[bias_node0: bias_node0 + L + 1] = 1.0
     values[tnode] = target_value
 
@@ -961,9 +983,9 @@ def _node_layout(run: FrozenRun, lay: _Layout, prep: _Prepared, tokenizer: Any, 
     L, P = lay.L, lay.P
     nodes: list[GraphNode] = []
     col_map = torch.empty(lay.n, dtype=torch.long)
-    act_all = torch.cat([Ly.feat_act for Ly in run.layers]).tolist()
+    act_kept = torch.cat([Ly.feat_act for Ly in run.layers]).cpu()[torch.tensor(kept, dtype=torch.long)].tolist()
     feat_node = {f: i for i, f in enumerate(kept)}
-    nodes.extend(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=act_all[f]) for f in kept)
+    nodes.extend(GraphNode("feature", layer=fl[f], pos=fp[f], index=fi[f], activation=a) for f, a in zip(kept, act_kept))
     err_node0 = len(nodes)
     nodes.extend(GraphNode("error", layer=layer, pos=p) for layer in range(L) for p in range(P))
     col_map[lay.err0: lay.tok0] = torch.arange(err_node0, err_node0 + L * P)
