@@ -834,7 +834,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         Ly, E = run.layers[layer], enc_rows[layer]
         ft = torch.tensor(fs, dtype=torch.long)
         idx = feat_idx[ft].to(dev)
-        vec = E[idx] if E is not None else Ly.W_enc[:, idx].T
+        vec = E[idx] if E is not None else Ly.W_enc[:, idx].T.contiguous()
         return _RowBatch(layer, feat_pos[ft].to(dev), vec, Ly.b_enc[idx], max(fp[f] for f in fs) + 1)
 
     budget = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
