@@ -425,3 +425,19 @@ def test_topk_activation_through_partition_equals_topk() -> None:
     assert torch.equal(_activation(tc, tied), tc.activation(tied)) and int((tc.activation(tied)[2] != 0).sum()) == 5
     relu = Transcoder(TranscoderConfig(d_in=8, d_features=40, activation="relu"))
     assert torch.equal(_activation(relu, tied), torch.relu(tied))
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
+def test_frozen_run_active_features_are_the_transcoders(activation: str) -> None:
+    """The frozen forward's active features (ReLU read off the pre-activations directly) are exactly the
+    non-zero entries of Transcoder.activation on the true MLP inputs."""
+    model = tiny_neox()
+    tcs = random_transcoders(model, activation=activation, n_features=32)
+    run = ReplacementModel(model, tcs).run(torch.arange(13))
+    for Ly in run.layers:
+        tc = tcs[Ly.index]
+        act = tc.activation(tc.pre_activation(Ly.mlp_in))
+        pos, idx = (act != 0).nonzero(as_tuple=True)
+        assert pos.numel() > 13
+        assert torch.equal(Ly.feat_pos, pos) and torch.equal(Ly.feat_idx, idx)
+        assert torch.equal(Ly.feat_act, act[pos, idx])

@@ -536,10 +536,14 @@ class ReplacementModel:
             a = attn_forward(ov, pattern, y) + ov.const
             h = x + (post_attn.apply(a) if post_attn is not None else a)
             u = n_mlp.apply(x if ad.parallel_residual else h) + (n_mlp.bias if n_mlp.bias is not None else 0)
-            pre = u @ W_enc + b_enc
-            act = _activation(tc, pre)
-            pos, idx = (act != 0).nonzero(as_tuple=True)
-            f_act = act[pos, idx]
+            pre = (u @ W_enc).add_(b_enc)
+            if tc.cfg.activation == "relu":  # relu(x) != 0 exactly where not x <= 0 (NaN included), and equals x there
+                pos, idx = torch.logical_not(pre <= 0).nonzero(as_tuple=True)
+                f_act = pre[pos, idx]
+            else:
+                act = _activation(tc, pre)
+                pos, idx = (act != 0).nonzero(as_tuple=True)
+                f_act = act[pos, idx]
             # sparse decode: only the active features' decoder rows
             dec = torch.zeros_like(u).index_add_(0, pos, f_act[:, None] * W_dec[idx])
             tc_out = dec + b_dec + (u @ W_skip if W_skip is not None else 0)
