@@ -1143,8 +1143,11 @@ def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, fea
     t, src = t[keep], src[keep]
     if t.numel() == 0:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
-    td, sd = t.to(dev), src.to(dev)
-    vals = torch.bmm(enc[td][:, None, :], dec[sd][:, :, None])[:, 0, 0]
+    vals = torch.empty(t.numel(), dtype=run.dtype, device=dev)
+    step = max(1, (1 << 22) // max(1, enc.shape[1]))  # pairs per chunk: two (step, d) gathers of ~16 MiB
+    for a in range(0, t.numel(), step):
+        td, sd = t[a: a + step].to(dev), src[a: a + step].to(dev)
+        vals[a: a + step] = torch.bmm(enc[td][:, None, :], dec[sd][:, :, None])[:, 0, 0]
     return torch.stack([t, src], 1), vals.cpu()
 
 

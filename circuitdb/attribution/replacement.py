@@ -116,7 +116,7 @@ def _activation(tc: Transcoder, pre: torch.Tensor) -> torch.Tensor:
 
 
 #: at most this many bytes of contiguous encoder rows (``W_enc.T``) are kept per ReplacementModel
-ENCODER_ROWS_BYTES = 256 << 20
+ENCODER_ROWS_BYTES = 128 << 20
 
 
 # --------------------------------------------------------------------------- attention
