@@ -192,8 +192,8 @@ def attn_transpose_lowrank(ov: OVWeights, pattern: torch.Tensor, U: torch.Tensor
     n_u, P, r = U.shape
     R = V.shape[0]
     H, dh, d = ov.W_O.shape
-    At = pattern.transpose(1, 2).reshape(H * P, P)  # rows (h, p): A_h[:, p]
-    U2 = (At @ U.permute(1, 0, 2).reshape(P, n_u * r)).view(H, P, n_u, r).permute(2, 1, 0, 3).reshape(n_u, P, H * r)
+    # A_h^T U for every head: a batched product on the transposed view (no copy of the pattern)
+    U2 = torch.matmul(pattern.transpose(1, 2), U.permute(1, 0, 2).reshape(P, n_u * r)).view(H, P, n_u, r).permute(2, 1, 0, 3).reshape(n_u, P, H * r)
     z = (V.reshape(R * r, d) @ ov.W_O.reshape(H * dh, d).T).view(R * r, H, dh).transpose(0, 1)  # (H, R r, dh)
     V2 = torch.bmm(z, ov.W_V.transpose(1, 2)).view(H, R, r, d).transpose(0, 1).reshape(R, H * r, d)
     return U2, V2
