@@ -218,6 +218,11 @@ def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # no
     assert not eng._dec_cache
     assert float(cached.abs().max()) > 0.1
     assert torch.equal(got, cached)
+    # decoder rows re-gathered from W_dec when the run does not carry them: the same products
+    for Ly in run.layers:
+        assert Ly.feat_dec is not None
+        Ly.feat_dec = None
+    assert torch.equal(_Engine(run).backward(rows), cached)
 
 
 def test_encoder_rows_cache_gives_the_same_graph(monkeypatch) -> None:  # noqa: ANN001

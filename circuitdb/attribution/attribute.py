@@ -382,7 +382,10 @@ class _Engine:
         dev = Ly.W_dec.device
         # rows (position, slot) of a flat (n_pos * kmax, d): the features' rows, then zeros in the padding
         dec = torch.empty(n_pos * kmax, d, dtype=dtype, device=dev)
-        src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
+        if Ly.feat_dec is not None:  # the frozen forward's activation-scaled decoder rows (the same products)
+            src = Ly.feat_dec[:n_b].to(dtype)
+        else:
+            src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
         dec.index_copy_(0, Ly.feat_pos[:n_b] * kmax + slot[:n_b], src)
         count = torch.bincount(Ly.feat_pos[:n_b], minlength=n_pos)[:n_pos]
         pad = torch.arange(kmax, device=dev)[None, :] >= count[:, None]

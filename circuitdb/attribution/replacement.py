@@ -223,6 +223,7 @@ class FrozenLayer:
     feat_idx: torch.Tensor  # (n,) feature index
     feat_act: torch.Tensor  # (n,) activation
     feat_pre: torch.Tensor  # (n,) pre-activation
+    feat_dec: torch.Tensor | None = None  # (n, d) activation x decoder row (what each active feature writes)
 
 
 @dataclass
@@ -545,7 +546,8 @@ class ReplacementModel:
                 pos, idx = (act != 0).nonzero(as_tuple=True)
                 f_act = act[pos, idx]
             # sparse decode: only the active features' decoder rows
-            dec = torch.zeros_like(u).index_add_(0, pos, f_act[:, None] * W_dec[idx])
+            f_dec = f_act[:, None] * W_dec[idx]  # (n, d) each active feature's output
+            dec = torch.zeros_like(u).index_add_(0, pos, f_dec)
             tc_out = dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             x = h + (post_mlp.apply(m_true) if post_mlp is not None else m_true)
             resid.append(x)
@@ -553,6 +555,7 @@ class ReplacementModel:
                 index=i, parallel=ad.parallel_residual, norm_attn=n_attn, norm_mlp=n_mlp, post_attn=post_attn, post_mlp=post_mlp,
                 pattern=pattern, ov=ov, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, W_skip=W_skip,
                 mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=f_act, feat_pre=pre[pos, idx],
+                feat_dec=f_dec,
             ))
         unembed = self.model.get_output_embeddings()  # type: ignore[operator]  # lm_head (transformers 5) / embed_out
         W_U = unembed.weight.detach().to(dt).T
