@@ -1,10 +1,13 @@
 // Circuit membership of genes, with the gene's influence on the circuit's target.
 // CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
 // complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
-// params: $rows: [{circuit, symbol, influence, frequency}]
+// Columnar rows (one list per column, row i across them: less to send and decode than a list
+// of maps); the batch's circuit ids are sent once.
+// params: $circuits (distinct circuit ids), $ci (per row: index into $circuits),
+//   $symbol (gene symbol), $influence, $frequency (one list each)
 // returns: n (rows written)
-UNWIND $rows AS r
-MATCH (s:Circuit {id: r.circuit})
-MATCH (t:Gene {symbol: r.symbol})
-CREATE (s)-[:HAS_GENE {circuit: r.circuit, influence: r.influence, frequency: r.frequency}]->(t)
+UNWIND range(0, size($ci) - 1) AS i
+MATCH (s:Circuit {id: $circuits[$ci[i]]})
+MATCH (t:Gene {symbol: $symbol[i]})
+CREATE (s)-[:HAS_GENE {circuit: $circuits[$ci[i]], influence: $influence[i], frequency: $frequency[i]}]->(t)
 RETURN count(*) AS n
