@@ -82,15 +82,24 @@ def test_inconsistent_circuits_are_refused() -> None:
         circuit_rows(c)
 
 
-def test_columns_send_each_circuit_id_once() -> None:
-    rows = [{"circuit": "c2", "source": "a", "target": "b", "weight": 0.5},
-            {"circuit": "c1", "source": "b", "target": "c", "weight": -1.0},
-            {"circuit": "c2", "source": "c", "target": "a", "weight": 2.0}]
-    cols = columns(rows)
+def test_columns_send_circuit_ids_once_and_end_nodes_as_element_ids() -> None:
+    rows = [{"circuit": "c2", "head": "h1", "source": "a", "target": "b", "weight": 0.5},
+            {"circuit": "c1", "head": "h2", "source": "b", "target": "c", "weight": -1.0},
+            {"circuit": "c2", "head": "h1", "source": "c", "target": "a", "weight": 2.0}]
+    eids = {"attention_head": {"h1": "4:x:1", "h2": "4:x:2"}, "feature": {"a": "4:x:7", "b": "4:x:8", "c": "4:x:9"},
+            "gene": {}, "cell_type": {}}
+    cols = columns("head_to_feature", rows, eids)
+    # the edge's source and target keys stay (HEAD_CARRIES stores them); the head key becomes an element id
     assert cols == {"source": ["a", "b", "c"], "target": ["b", "c", "a"], "weight": [0.5, -1.0, 2.0],
+                    "s": ["4:x:1", "4:x:2", "4:x:1"], "t": ["4:x:8", "4:x:9", "4:x:7"],
                     "circuits": ["c2", "c1"], "ci": [0, 1, 0]}
     assert [cols["circuits"][i] for i in cols["ci"]] == [r["circuit"] for r in rows]
-    assert columns([]) == {"circuits": [], "ci": []}
+    plain = columns("feature_to_feature", [{k: v for k, v in r.items() if k != "head"} for r in rows], eids)
+    assert set(plain) == {"s", "t", "weight", "circuits", "ci"}  # keys are not sent where not stored
+    assert set(catalog.load("write", "feature_to_feature").params) == set(plain) | {"frequency"}
+    assert columns("has_gene", [], eids) == {"t": [], "circuits": [], "ci": []}
+    with pytest.raises(InputError, match="feature 'zz' is not in the graph"):
+        columns("feature_to_feature", [{"circuit": "c", "source": "a", "target": "zz", "weight": 1.0}], eids)
 
 
 class _FakeRunner:
@@ -108,6 +117,9 @@ class _FakeRunner:
         self.calls.append((stmt.name, threading.current_thread().name))
         if stmt.name in ("circuit_status", "graph_counts", "purge_circuit_edges"):
             return []
+        if stmt.name == "node_element_ids":
+            kinds = {"genes": "gene", "features": "feature", "heads": "attention_head", "cell_types": "cell_type"}
+            return [{"kind": kinds[p], "key": k, "eid": f"eid:{k}"} for p in kinds for k in params[p]]
         n = len(params["rows"]) if "rows" in params else len(params["ci"])
         time.sleep(0.002)
         return [{"n": n - 1 if stmt.name == self.short else n}]

@@ -131,14 +131,59 @@ def load_feature_stats(circuits_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """A batch of relationship rows as the columnar parameters of the ``cypher/write`` relationship
-    statements: one list per key, row ``i`` across them, and the ``circuit`` key as the batch's distinct
-    circuit ids (``circuits``) plus one index per row (``ci``). Every row must have the same keys."""
-    if not rows:
-        return {"circuits": [], "ci": []}
-    keys = [k for k in rows[0] if k != "circuit"]
-    out: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in keys}
+#: How each relationship statement finds its end nodes: (column sent, row key, node kind) for the
+#: element-id columns, and the row keys that are also stored on the relationship (so sent as they are).
+_END_NODES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] = {
+    "has_gene": ((("t", "symbol", "gene"),), ()),
+    "has_feature": ((("t", "feature", "feature"),), ()),
+    "gene_to_feature": ((("s", "source", "gene"), ("t", "target", "feature")), ()),
+    "feature_to_feature": ((("s", "source", "feature"), ("t", "target", "feature")), ()),
+    "feature_to_cell_type": ((("s", "source", "feature"), ("t", "target", "cell_type")), ()),
+    "gene_to_cell_type": ((("s", "source", "gene"), ("t", "target", "cell_type")), ()),
+    "head_to_feature": ((("s", "head", "attention_head"), ("t", "target", "feature")), ("source", "target")),
+    "head_to_cell_type": ((("s", "head", "attention_head"), ("t", "target", "cell_type")), ("source", "target")),
+}
+
+#: Node write statement -> (node kind in ``node_element_ids``, key column).
+_ELEMENT_ID_KINDS = {"gene": ("gene", "symbol"), "feature": ("feature", "id"),
+                     "attention_head": ("attention_head", "id"), "cell_type": ("cell_type", "name")}
+
+ElementIds = dict[str, dict[str, str]]
+"""Node kind -> node key -> element id (from :func:`element_ids`)."""
+
+
+def element_ids(runner: GraphRunner, node_rows: dict[str, list[dict[str, Any]]]) -> ElementIds:
+    """Look up the element ids of the shared nodes in ``node_rows`` (as :func:`merge_node_rows` gives
+    them, after they were written), so relationship batches read their end nodes directly."""
+    params = {"genes": [], "features": [], "heads": [], "cell_types": []}
+    param_of = {"gene": "genes", "feature": "features", "attention_head": "heads", "cell_type": "cell_types"}
+    for name, (kind, key) in _ELEMENT_ID_KINDS.items():
+        params[param_of[kind]] = [r[key] for r in node_rows.get(name, [])]
+    out: ElementIds = {kind: {} for kind, _ in _ELEMENT_ID_KINDS.values()}
+    for r in runner.run(catalog.load("write", "node_element_ids"), params):
+        out[r["kind"]][r["key"]] = r["eid"]
+    return out
+
+
+def columns(name: str, rows: Sequence[dict[str, Any]], eids: ElementIds) -> dict[str, list[Any]]:
+    """A batch of rows of relationship statement ``name`` as its columnar parameters: one list per
+    column, row ``i`` across them; the ``circuit`` key as the batch's distinct circuit ids
+    (``circuits``) plus one index per row (``ci``); end nodes as element ids (``s``, ``t``) from
+    ``eids``. Raises :class:`InputError` when an end node was not looked up."""
+    ends, kept = _END_NODES[name]
+    end_keys = {key for _, key, _ in ends}
+    out: dict[str, list[Any]] = {}
+    if rows:
+        for k in rows[0]:
+            if k != "circuit" and (k not in end_keys or k in kept):
+                out[k] = [r[k] for r in rows]
+    for col, key, kind in ends:
+        table = eids[kind]
+        try:
+            out[col] = [table[r[key]] for r in rows]
+        except KeyError as exc:
+            raise InputError(f"write/{name}: {kind} {exc.args[0]!r} is not in the graph (shared nodes missing); "
+                             "rerun the export") from None
     index: dict[str, int] = {}
     out["ci"] = [index.setdefault(r["circuit"], len(index)) for r in rows]
     out["circuits"] = list(index)
@@ -159,11 +204,13 @@ class _Batcher:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circuitdb-export") if workers > 1 else None
         self._pending: deque[tuple[str, int, str, Future[list[dict[str, Any]]]]] = deque()
 
-    def write(self, name: str, rows: Sequence[dict[str, Any]], status: str, *, columnar: bool = False) -> None:
+    def write(self, name: str, rows: Sequence[dict[str, Any]], status: str, *,
+              eids: ElementIds | None = None) -> None:
+        """Send ``rows`` in batches: as ``$rows``, or as :func:`columns` when ``eids`` are given."""
         text = catalog.load("write", name)
         for i in range(0, len(rows), self.batch_size):
             batch = rows[i:i + self.batch_size]
-            params = columns(batch) if columnar else {"rows": list(batch)}
+            params = columns(name, batch, eids) if eids is not None else {"rows": list(batch)}
             if self._pool is None:
                 self._done(name, len(batch), status, self.runner.run(text, params))
                 continue
@@ -308,6 +355,7 @@ def export_circuits(
         for name in NODE_STATEMENTS:
             batcher.write(name, node_rows[name], f"nodes: {name}")
             batcher.flush()
+        eids = element_ids(runner, node_rows) if todo else {}
         purge_text = catalog.load("write", "purge_circuit_edges")
         complete_text = catalog.load("write", "circuit_complete")
         previous: list[CircuitRows] = []
@@ -325,7 +373,7 @@ def export_circuits(
             _mark_complete(runner, batcher, complete_text, previous, summary)
             for name in MEMBER_STATEMENTS + EDGE_STATEMENTS:
                 rows = [r for b in group for r in (b.members.get(name) or b.edges.get(name) or [])]
-                batcher.write(name, rows, f"{label}: {name}", columnar=True)
+                batcher.write(name, rows, f"{label}: {name}", eids=eids)
             previous = group
         _mark_complete(runner, batcher, complete_text, previous, summary)
     finally:
