@@ -25,7 +25,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -194,7 +194,8 @@ class _Batcher:
     """Sends batches, on up to ``workers`` connections at once (Neo4j runs concurrent transactions on
     separate cores, and the next batch is encoded while one is on the server). Progress is reported
     from the calling thread, in submission order. A failed batch is raised once the batches already
-    in flight have finished, so nothing is being written when the error surfaces."""
+    in flight have finished (queued ones are cancelled), so nothing is being written when the error
+    surfaces. ``tag`` marks the group the batches submitted now belong to (see :meth:`drain`)."""
 
     def __init__(self, runner: GraphRunner, batch_size: int, total: int, on_progress: ProgressFn | None,
                  workers: int = 1) -> None:
@@ -202,21 +203,28 @@ class _Batcher:
         self.rows: dict[str, int] = {}
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circuitdb-export") if workers > 1 else None
-        self._pending: deque[tuple[str, int, str, Future[list[dict[str, Any]]]]] = deque()
+        self._pending: deque[tuple[str, int, str, int, Future[list[dict[str, Any]]]]] = deque()
+        self.tag = 0
 
     def write(self, name: str, rows: Sequence[dict[str, Any]], status: str, *,
-              eids: ElementIds | None = None) -> None:
-        """Send ``rows`` in batches: as ``$rows``, or as :func:`columns` when ``eids`` are given."""
+              eids: ElementIds | None = None, split: bool = False) -> None:
+        """Send ``rows`` in batches: as ``$rows``, or as :func:`columns` when ``eids`` are given.
+        ``split`` cuts the rows into at least one batch per worker (rows that may be written together)."""
         text = catalog.load("write", name)
-        for i in range(0, len(rows), self.batch_size):
-            batch = rows[i:i + self.batch_size]
+        size = min(self.batch_size, -(-len(rows) // self.workers)) if split and rows else self.batch_size
+        for i in range(0, len(rows), size):
+            batch = rows[i:i + size]
             params = columns(name, batch, eids) if eids is not None else {"rows": list(batch)}
             if self._pool is None:
                 self._done(name, len(batch), status, self.runner.run(text, params))
                 continue
-            while len(self._pending) >= 2 * self.workers:
-                self._reap()
-            self._pending.append((name, len(batch), status, self._pool.submit(self.runner.run, text, params)))
+            # at most two batches per writer not finished (one running, one queued); finished ones are
+            # reported in order as soon as every earlier one is
+            while len(running := [e[-1] for e in self._pending if not e[-1].done()]) >= 2 * self.workers:
+                wait(running, return_when=FIRST_COMPLETED)
+                self._reap_done()
+            self._pending.append((name, len(batch), status, self.tag,
+                                  self._pool.submit(self.runner.run, text, params)))
 
     def write_now(self, name: str, rows: Sequence[dict[str, Any]], status: str) -> None:
         """Write ``rows`` from the calling thread, before returning (batches in flight keep going)."""
@@ -230,16 +238,30 @@ class _Batcher:
         while self._pending:
             self._reap()
 
+    def drain(self, tag: int) -> None:
+        """Wait for the batches in flight that were submitted with tags up to ``tag`` (later ones keep going)."""
+        while self._pending and self._pending[0][3] <= tag:
+            self._reap()
+
     def close(self) -> None:
         if self._pool is not None:
             for *_, fut in self._pending:
                 fut.cancel()
-            wait([fut for *_, fut in self._pending])
+            wait([entry[-1] for entry in self._pending])
             self._pending.clear()
             self._pool.shutdown(wait=True)
 
+    def _reap_done(self) -> None:
+        """Raise the error of any failed batch; report the finished ones at the front, in order."""
+        for entry in self._pending:
+            if entry[-1].done() and entry[-1].exception() is not None:
+                self.close()
+                raise entry[-1].exception()  # type: ignore[misc]
+        while self._pending and self._pending[0][-1].done():
+            self._reap()
+
     def _reap(self) -> None:
-        name, n_rows, status, fut = self._pending[0]
+        name, n_rows, status, _, fut = self._pending[0]
         try:
             result = fut.result()
         except BaseException:
@@ -351,15 +373,15 @@ def export_circuits(
     batcher = _Batcher(runner, batch_size, total, on_progress, workers)
     try:
         # shared nodes, in dependency order (a statement may MATCH nodes an earlier one wrote); the
-        # batches of one statement MERGE distinct keys and may be in flight together
+        # batches of one statement MERGE distinct keys and are in flight together
         for name in NODE_STATEMENTS:
-            batcher.write(name, node_rows[name], f"nodes: {name}")
+            batcher.write(name, node_rows[name], f"nodes: {name}", split=True)
             batcher.flush()
         eids = element_ids(runner, node_rows) if todo else {}
         purge_text = catalog.load("write", "purge_circuit_edges")
         complete_text = catalog.load("write", "circuit_complete")
         previous: list[CircuitRows] = []
-        for group in _groups(todo, group_rows or 4 * batch_size):
+        for tag, group in enumerate(_groups(todo, group_rows or 4 * batch_size), start=1):
             label = group[0].circuit["cell_type"] + (f" +{len(group) - 1}" if len(group) > 1 else "")
             # written before the group's relationships, which MATCH the Circuit nodes
             batcher.write_now("circuit", [b.circuit for b in group], f"circuits: {label}")
@@ -369,13 +391,16 @@ def export_circuits(
                         res = runner.run(purge_text, {"circuit": b.circuit_id, "limit": purge_batch})
                         if not res or int(res[0]["n"]) == 0:
                             break
-            # the previous group's batches are in flight while this group's Circuit nodes are written
-            _mark_complete(runner, batcher, complete_text, previous, summary)
+            batcher.tag = tag
             for name in MEMBER_STATEMENTS + EDGE_STATEMENTS:
                 rows = [r for b in group for r in (b.members.get(name) or b.edges.get(name) or [])]
                 batcher.write(name, rows, f"{label}: {name}", eids=eids)
+            # the previous group is complete once its batches are; this group's keep the writers busy
+            batcher.drain(tag - 1)
+            _mark_complete(runner, complete_text, previous, summary)
             previous = group
-        _mark_complete(runner, batcher, complete_text, previous, summary)
+        batcher.flush()
+        _mark_complete(runner, complete_text, previous, summary)
     finally:
         batcher.close()
 
@@ -394,10 +419,9 @@ def default_workers(runner: GraphRunner) -> int:
     return 2 if getattr(runner, "backend", None) == "neo4j" else 1
 
 
-def _mark_complete(runner: GraphRunner, batcher: _Batcher, complete_text: CypherStatement,
-                   group: list[CircuitRows], summary: ExportSummary) -> None:
-    """Wait for every batch in flight, then mark ``group``'s circuits complete."""
-    batcher.flush()
+def _mark_complete(runner: GraphRunner, complete_text: CypherStatement, group: list[CircuitRows],
+                   summary: ExportSummary) -> None:
+    """Mark ``group``'s circuits complete (every batch of theirs has been written)."""
     if not group:
         return
     runner.run(complete_text, {"rows": [{"id": b.circuit_id, "n_edges": b.n_edges(), "n_nodes": b.n_members()}
