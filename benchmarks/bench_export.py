@@ -4,7 +4,7 @@ in the same run, into Neo4j (NEO4J_URI, e.g. from 'circuitdb db up --local') and
 Goal (issue 7): >= 50,000 rel/s into the local Neo4j and >= 50x the naive baseline.
 
 The exporter CREATEs a circuit's relationships (after purging a partly written circuit) in
-batches shared by several circuits. The naive baseline is what a first attempt looks like: one
+columnar batches shared by several circuits, with two transactions in flight on Neo4j. The naive baseline is what a first attempt looks like: one
 transaction per relationship, MERGEd between its two end nodes on a per-circuit key (the
 exporter's earlier statement, which avoids the quadratic MERGE-on-indexed-property plan).
 Before timing, two warm-up exports of 4 circuits (wiped again) let the server compile the statements and
@@ -25,7 +25,7 @@ from circuitdb.config import Settings
 from circuitdb.graph.backend import open_backend
 from circuitdb.graph.rows import NODE_STATEMENTS, circuit_rows, merge_key, merge_node_rows
 from circuitdb.graph.synthetic import synthetic_circuit
-from circuitdb.graph.writer import export_circuits
+from circuitdb.graph.writer import default_workers, export_circuits
 
 WIPES = (
     CypherStatement("admin", "bench_wipe_rels", "MATCH ()-[r]->() WITH r LIMIT 50000 DELETE r RETURN count(*) AS n",
@@ -87,20 +87,23 @@ def naive_rows(graph, n: int) -> list[tuple[str, dict]]:  # type: ignore[no-unty
     return [(name, {**r, "mkey": key}) for name in NAIVE for r in rows.edges[name]][:n]
 
 
-def bench(kind: str, n_circuits: int, n_edges: int, baseline_rows: int, batch_size: int) -> None:
+def bench(kind: str, n_circuits: int, n_edges: int, baseline_rows: int, batch_size: int,
+          workers: int | None) -> None:
     settings = Settings.from_env() if kind == "neo4j" else Settings.from_env().with_(neo4j_uri=None)
     circuits = make_circuits(n_circuits, n_edges)
     with open_backend(settings) as graph:
         apply_schema(graph)
         wipe(graph)
+        workers = default_workers(graph) if workers is None else workers
         # warm-up (not timed): compile the write statements, warm the JVM, then start from an empty graph
         for _ in range(2):
-            export_circuits(graph, make_circuits(4, n_edges, prefix="warmup", seed0=500), batch_size=batch_size)
+            export_circuits(graph, make_circuits(4, n_edges, prefix="warmup", seed0=500), batch_size=batch_size,
+                            workers=workers)
             for name, row in naive_rows(graph, 100):
                 graph.run(NAIVE[name], row)
             wipe(graph)
         t0 = time.perf_counter()
-        summary = export_circuits(graph, circuits, batch_size=batch_size)
+        summary = export_circuits(graph, circuits, batch_size=batch_size, workers=workers)
         dt = time.perf_counter() - t0
         rels = summary.relationships_written
         fast = rels / dt
@@ -110,7 +113,7 @@ def bench(kind: str, n_circuits: int, n_edges: int, baseline_rows: int, batch_si
             graph.run(NAIVE[name], row)
         naive = len(edge_rows) / (time.perf_counter() - t0)
         print(f"[{kind}] {graph.uri}: batched export {rels:,} relationships of {n_circuits} circuits in {dt:.1f} s "
-              f"= {fast:,.0f} rel/s (batch {batch_size}); naive one-row-per-transaction MERGE "
+              f"= {fast:,.0f} rel/s (batch {batch_size}, {workers} writer(s)); naive one-row-per-transaction MERGE "
               f"{len(edge_rows):,} rows = {naive:,.0f} rel/s; ratio {fast / naive:.1f}x "
               f"(goal >= 50,000 rel/s and >= 50x); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         wipe(graph)
@@ -122,13 +125,14 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=5000)
     ap.add_argument("--baseline-rows", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=10000)
+    ap.add_argument("--workers", type=int, default=None, help="concurrent writers (default: 2 on Neo4j, 1 embedded)")
     ap.add_argument("--backend", choices=("neo4j", "embedded", "both"), default="both")
     a = ap.parse_args()
     kinds = ["neo4j", "embedded"] if a.backend == "both" else [a.backend]
     if "neo4j" in kinds and not os.environ.get("NEO4J_URI"):
         raise SystemExit("set NEO4J_URI (start one with 'circuitdb db up --local')")
     for kind in kinds:
-        bench(kind, a.circuits, a.edges, a.baseline_rows, a.batch_size)
+        bench(kind, a.circuits, a.edges, a.baseline_rows, a.batch_size, a.workers)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from circuitdb.attribution.circuit import CircuitEdge
 from circuitdb.errors import InputError
 from circuitdb.graph.rows import circuit_rows, feature_node_id, merge_node_rows
 from circuitdb.graph.synthetic import synthetic_circuit
-from circuitdb.graph.writer import export_circuits, find_circuit_files, graph_totals
+from circuitdb.graph.writer import columns, default_workers, export_circuits, find_circuit_files, graph_totals
 from graphfix import backend, cli_env_for, graph, settings_of, wipe  # noqa: F401 - fixtures
 from known_graph import TH, known_circuits
 
@@ -82,6 +82,69 @@ def test_inconsistent_circuits_are_refused() -> None:
         circuit_rows(c)
 
 
+def test_columns_send_circuit_ids_once_and_end_nodes_as_element_ids() -> None:
+    rows = [{"circuit": "c2", "head": "h1", "source": "a", "target": "b", "weight": 0.5},
+            {"circuit": "c1", "head": "h2", "source": "b", "target": "c", "weight": -1.0},
+            {"circuit": "c2", "head": "h1", "source": "c", "target": "a", "weight": 2.0}]
+    eids = {"attention_head": {"h1": "4:x:1", "h2": "4:x:2"}, "feature": {"a": "4:x:7", "b": "4:x:8", "c": "4:x:9"},
+            "gene": {}, "cell_type": {}}
+    cols = columns("head_to_feature", rows, eids)
+    # the edge's source and target keys stay (HEAD_CARRIES stores them); the head key becomes an element id
+    assert cols == {"source": ["a", "b", "c"], "target": ["b", "c", "a"], "weight": [0.5, -1.0, 2.0],
+                    "s": ["4:x:1", "4:x:2", "4:x:1"], "t": ["4:x:8", "4:x:9", "4:x:7"],
+                    "circuits": ["c2", "c1"], "ci": [0, 1, 0]}
+    assert [cols["circuits"][i] for i in cols["ci"]] == [r["circuit"] for r in rows]
+    plain = columns("feature_to_feature", [{k: v for k, v in r.items() if k != "head"} for r in rows], eids)
+    assert set(plain) == {"s", "t", "weight", "circuits", "ci"}  # keys are not sent where not stored
+    assert set(catalog.load("write", "feature_to_feature").params) == set(plain) | {"frequency"}
+    assert columns("has_gene", [], eids) == {"t": [], "circuits": [], "ci": []}
+    with pytest.raises(InputError, match="feature 'zz' is not in the graph"):
+        columns("feature_to_feature", [{"circuit": "c", "source": "a", "target": "zz", "weight": 1.0}], eids)
+
+
+class _FakeRunner:
+    """Answers the writer's statements without a database; ``short`` names one that loses a row."""
+
+    backend = "neo4j"
+
+    def __init__(self, short: str | None = None) -> None:
+        self.short, self.calls = short, []
+
+    def run(self, stmt: Any, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        import threading
+
+        params = params or {}
+        self.calls.append((stmt.name, threading.current_thread().name))
+        if stmt.name in ("circuit_status", "graph_counts", "purge_circuit_edges"):
+            return []
+        if stmt.name == "node_element_ids":
+            kinds = {"genes": "gene", "features": "feature", "heads": "attention_head", "cell_types": "cell_type"}
+            return [{"kind": kinds[p], "key": k, "eid": f"eid:{k}"} for p in kinds for k in params[p]]
+        n = len(params["rows"]) if "rows" in params else len(params["ci"])
+        time.sleep(0.002)
+        return [{"n": n - 1 if stmt.name == self.short else n}]
+
+
+def test_concurrent_batches_report_progress_in_order_and_fail_cleanly() -> None:
+    import threading
+
+    circuits = [synthetic_circuit(f"type{i}", n_edges=80, n_features=30, seed=i) for i in range(3)]
+    seen: list[int] = []
+    ok = _FakeRunner()
+    summary = export_circuits(ok, circuits, batch_size=10, workers=3, on_progress=lambda a, t, s: seen.append(a))
+    assert summary.relationships_written == sum(n for k, n in summary.rows.items() if k not in ("circuit", "model",
+                                                "transcoder_set", "dataset", "cell_type", "gene", "feature",
+                                                "attention_head"))
+    assert sum(seen) == sum(summary.rows.values())
+    assert {t for name, t in ok.calls if name == "feature_to_feature"} - {threading.main_thread().name}
+    assert not [t for t in threading.enumerate() if t.name.startswith("circuitdb-export")]
+    bad = _FakeRunner(short="feature_to_feature")
+    with pytest.raises(InputError, match="write/feature_to_feature: 1 of 10 rows found no end node"):
+        export_circuits(bad, circuits, batch_size=10, workers=3)
+    assert ("circuit_complete", threading.main_thread().name) not in bad.calls
+    assert not [t for t in threading.enumerate() if t.name.startswith("circuitdb-export")]
+
+
 def test_find_circuit_files(tmp_path: Path) -> None:
     for c in known_circuits():
         c.save(tmp_path / "sub" / f"{c.provenance.dataset}_{c.provenance.cell_type}.json")
@@ -114,6 +177,31 @@ def test_export_is_idempotent_and_counts_are_exact(graph: Any) -> None:
     second = export_circuits(graph, circuits, batch_size=17)
     assert second.totals == first.totals
     assert len(second.circuits_skipped) == 5 and not second.circuits_written and second.relationships_written == 0
+
+
+def test_concurrent_writers_give_the_same_graph(graph: Any) -> None:
+    circuits = [synthetic_circuit(f"type{i}", n_edges=150, n_features=40, seed=i) for i in range(4)]
+    if graph.backend != "neo4j":  # the embedded default takes one writer; asking for more is refused up front
+        assert default_workers(graph) == 1
+        with pytest.raises(InputError, match="one writer at a time"):
+            export_circuits(graph, circuits, workers=2)
+        assert graph_totals(graph)["relationships"] == {}
+        return
+    assert default_workers(graph) == 2
+    serial = export_circuits(graph, circuits, batch_size=23, group_rows=200, workers=1)
+    edges = sorted((r["type"], r["source"], r["target"], round(r["weight_a"], 9))
+                   for r in graph.run(catalog.load("library", "diff_edges"),
+                                      {"cell_type_a": "type1", "dataset_a": circuits[1].provenance.dataset_id,
+                                       "cell_type_b": "none", "dataset_b": "none", "limit": 100000}))
+    wipe(graph)
+    parallel = export_circuits(graph, circuits, batch_size=23, group_rows=200, workers=3)
+    assert parallel.totals == serial.totals == expected_totals(circuits)
+    assert parallel.rows == serial.rows and len(parallel.circuits_written) == 4
+    assert sorted((r["type"], r["source"], r["target"], round(r["weight_a"], 9))
+                  for r in graph.run(catalog.load("library", "diff_edges"),
+                                     {"cell_type_a": "type1", "dataset_a": circuits[1].provenance.dataset_id,
+                                      "cell_type_b": "none", "dataset_b": "none", "limit": 100000})) == edges
+    assert len(edges) > 100
 
 
 def test_export_resumes_an_interrupted_circuit_and_replaces_a_changed_one(graph: Any) -> None:

@@ -9,8 +9,7 @@ import pytest
 
 from circuitdb import catalog
 from circuitdb.graph.grn import import_grn, link_circuit
-from circuitdb.graph.rows import merge_key
-from circuitdb.graph.writer import export_circuits, graph_totals
+from circuitdb.graph.writer import columns, element_ids, export_circuits, graph_totals
 from circuitdb.loaders.grn import GRN
 from circuitdb.queries import run_rows
 
@@ -86,8 +85,9 @@ def test_link_and_agreement(linked: Any) -> None:
     assert res.agreement is None and res.n_linked_pairs == 0 and "no gene pair" in (res.note or "")
     # add g3 -> f0.1 to A1: g1 and g3 now share f0.1, and g3 -> g1 is a GRN edge
     linked.run(catalog.load("write", "gene_to_feature"),
-               {"rows": [{"circuit": A1, "mkey": merge_key(A1), "source": "g3", "target": fid(0, 1), "weight": 0.3,
-                         "frequency": 1.0}]})
+               columns("gene_to_feature",
+                       [{"circuit": A1, "source": "g3", "target": fid(0, 1), "weight": 0.3, "frequency": 1.0}],
+                       element_ids(linked, {"gene": [{"symbol": "g3"}], "feature": [{"id": fid(0, 1)}]})))
     try:
         res = link_circuit(linked, "A", dataset="D1", grn="toy", expression=expr, n_permutations=200)
         ag = res.agreement

@@ -14,11 +14,13 @@ from circuitdb.cli.console import console, emit_json, info, progress
 @click.option("--neo4j-uri", default=None, metavar="URI", help="Neo4j Bolt URI (overrides the root option / NEO4J_URI).")
 @click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Rows per UNWIND transaction.")
+@click.option("--workers", default=None, type=click.IntRange(1, 16), metavar="N",
+              help="Write transactions in flight at once [default: 2 on a Neo4j server, 1 on the embedded default].")
 @click.option("--no-init", is_flag=True, help="Do not apply the schema (constraints, indexes) first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.pass_context
-def export(ctx: click.Context, circuits_dir: Path, neo4j_uri: str | None, batch_size: int, no_init: bool,
-           as_json: bool) -> None:
+def export(ctx: click.Context, circuits_dir: Path, neo4j_uri: str | None, batch_size: int, workers: int | None,
+           no_init: bool, as_json: bool) -> None:
     """Write every circuit file under CIRCUITS_DIR into the graph.
 
     Reruns are exact: complete, unchanged circuits are skipped, interrupted ones are finished,
@@ -52,7 +54,7 @@ def export(ctx: click.Context, circuits_dir: Path, neo4j_uri: str | None, batch_
                 bar.update(task, advance=advance, total=total, status=status)
 
             summary = export_circuits(graph, circuits, batch_size=batch_size, feature_stats=stats,
-                                      on_progress=on_progress)
+                                      on_progress=on_progress, workers=workers)
     summary.files_ignored = [str(p) for p in other]
     if as_json:
         emit_json({"backend": where, **summary.as_dict()})

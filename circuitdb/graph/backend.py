@@ -86,6 +86,7 @@ def resolve(statement: CypherStatement | str) -> CypherStatement:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _plain(value: Any) -> Any:
@@ -95,6 +96,8 @@ def _plain(value: Any) -> Any:
     if (type(value) is list and value and type(value[0]) is dict
             and all(type(row) is dict and all(type(v) in _SCALARS for v in row.values()) for row in value)):
         return value  # fast path: rows of plain scalars (the common batch) go as they are
+    if type(value) is list and _SCALAR_TYPES.issuperset(map(type, value)):
+        return value  # fast path: a column of plain scalars (columnar batches)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

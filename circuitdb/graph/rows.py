@@ -141,10 +141,14 @@ _NODE_KEYS = {"model": "id", "transcoder_set": "id", "dataset": "id", "cell_type
               "gene": "symbol", "feature": "id", "attention_head": "id"}
 
 
-def content_hash(circuit: Circuit, feature_stats: dict[str, Any] | None = None) -> str:
-    """A hash of everything a circuit writes (changes when the circuit is rebuilt)."""
-    payload = {"circuit": circuit.to_json(), "stats": feature_stats or {}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+def content_hash(circuit_row: dict[str, Any], nodes: dict[str, Any], members: dict[str, Any],
+                 edges: dict[str, Any]) -> str:
+    """A hash of everything a circuit writes: its Circuit node row (without the hash itself) and its
+    node, membership and edge rows, in the order :func:`circuit_rows` builds them. It changes when
+    the circuit is rebuilt with other content (or its feature annotations change)."""
+    row = {k: v for k, v in circuit_row.items() if k != "content_hash"}
+    payload = json.dumps([row, nodes, members, edges], separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def merge_key(*parts: str) -> str:
@@ -263,15 +267,15 @@ def circuit_rows(circuit: Circuit, feature_stats: dict[str, Any] | None = None) 
         "feature": list(features.values()),
         "attention_head": list(heads.values()),
     }
-    chash = content_hash(circuit, {k: v for k, v in stats.items() if k in by_id})
     circuit_row = {
         "id": cid, "cell_type": p.cell_type, "dataset": p.dataset_id, "model": model_id, "transcoder_set": tc_id,
         "method": p.method, "thresholds": json.dumps(p.thresholds, sort_keys=True), "n_cells": len(p.cells),
         "cells": json.dumps(p.cells), "created": p.created, "code_version": p.code_version,
-        "model_name": p.model, "transcoders": p.transcoders, "content_hash": chash,
+        "model_name": p.model, "transcoders": p.transcoders,
     }
-    return CircuitRows(cid, chash, nodes, circuit_row, {"has_gene": has_gene, "has_feature": has_feature},
-                       edges, skipped_nodes, skipped_edges)
+    members = {"has_gene": has_gene, "has_feature": has_feature}
+    chash = circuit_row["content_hash"] = content_hash(circuit_row, nodes, members, edges)
+    return CircuitRows(cid, chash, nodes, circuit_row, members, edges, skipped_nodes, skipped_edges)
 
 
 def merge_node_rows(rows_list: list[CircuitRows]) -> dict[str, list[dict[str, Any]]]:

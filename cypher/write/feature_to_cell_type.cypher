@@ -1,10 +1,14 @@
 // Weighted feature -> cell type (target logit) edges of a circuit.
 // CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
 // complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
-// params: $rows: [{circuit, source (feature id), target (cell type name), weight, frequency}]
+// Columnar rows (one list per column, row i across them); the batch's circuit ids are sent once, and
+// the end nodes come as element ids (looked up once per export by node_element_ids), so each row
+// costs two direct node reads instead of two index seeks.
+// params: $circuits (distinct circuit ids), $ci (per row: index into $circuits),
+//   $s (element id of the feature), $t (element id of the cell type), $weight, $frequency (one list each)
 // returns: n (rows written)
-UNWIND $rows AS r
-MATCH (s:Feature {id: r.source})
-MATCH (t:CellType {name: r.target})
-CREATE (s)-[:FEATURE_TO_CELL_TYPE {circuit: r.circuit, weight: r.weight, frequency: r.frequency}]->(t)
+UNWIND range(0, size($ci) - 1) AS i
+MATCH (s:Feature) WHERE elementId(s) = $s[i]
+MATCH (t:CellType) WHERE elementId(t) = $t[i]
+CREATE (s)-[:FEATURE_TO_CELL_TYPE {circuit: $circuits[$ci[i]], weight: $weight[i], frequency: $frequency[i]}]->(t)
 RETURN count(*) AS n

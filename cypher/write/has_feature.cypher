@@ -1,10 +1,14 @@
 // Circuit membership of features, with influence, frequency and mean activation.
 // CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
 // complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
-// params: $rows: [{circuit, feature (feature id), influence, frequency, activation}]
+// Columnar rows (one list per column, row i across them); the batch's circuit ids are sent once, and
+// the end nodes come as element ids (looked up once per export by node_element_ids), so each row
+// costs two direct node reads instead of two index seeks.
+// params: $circuits (distinct circuit ids), $ci (per row: index into $circuits),
+//   $t (element id of the feature), $influence, $frequency, $activation (one list each)
 // returns: n (rows written)
-UNWIND $rows AS r
-MATCH (s:Circuit {id: r.circuit})
-MATCH (t:Feature {id: r.feature})
-CREATE (s)-[:HAS_FEATURE {circuit: r.circuit, influence: r.influence, frequency: r.frequency, activation: r.activation}]->(t)
+UNWIND range(0, size($ci) - 1) AS i
+MATCH (s:Circuit {id: $circuits[$ci[i]]})
+MATCH (t:Feature) WHERE elementId(t) = $t[i]
+CREATE (s)-[:HAS_FEATURE {circuit: $circuits[$ci[i]], influence: $influence[i], frequency: $frequency[i], activation: $activation[i]}]->(t)
 RETURN count(*) AS n

@@ -1,10 +1,14 @@
 // Per-head parts of edges into a cell type: one HEAD_CARRIES row per (circuit, edge source, head).
 // CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
 // complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
-// params: $rows: [{circuit, head (head id), source (gene symbol or feature id), target (cell type name), weight, frequency}]
+// Columnar rows (one list per column, row i across them); the batch's circuit ids are sent once, and
+// the end nodes come as element ids (looked up once per export by node_element_ids), so each row
+// costs two direct node reads instead of two index seeks.
+// params: $circuits (distinct circuit ids), $ci (per row: index into $circuits),
+//   $s (element id of the attention head), $t (element id of the cell type), $source (edge source: gene symbol or feature id), $target (edge target: cell type name), $weight, $frequency (one list each)
 // returns: n (rows written)
-UNWIND $rows AS r
-MATCH (s:AttentionHead {id: r.head})
-MATCH (t:CellType {name: r.target})
-CREATE (s)-[:HEAD_CARRIES {circuit: r.circuit, source: r.source, target: r.target, weight: r.weight, frequency: r.frequency}]->(t)
+UNWIND range(0, size($ci) - 1) AS i
+MATCH (s:AttentionHead) WHERE elementId(s) = $s[i]
+MATCH (t:CellType) WHERE elementId(t) = $t[i]
+CREATE (s)-[:HEAD_CARRIES {circuit: $circuits[$ci[i]], source: $source[i], target: $target[i], weight: $weight[i], frequency: $frequency[i]}]->(t)
 RETURN count(*) AS n
