@@ -822,14 +822,13 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     feat_idx = torch.cat([Ly.feat_idx.cpu() for Ly in run.layers])
     n_feat = lay.n_feat
     fl, fp, fi = feat_layer.tolist(), feat_pos.tolist(), feat_idx.tolist()
-    b_enc_of = [Ly.b_enc.tolist() for Ly in run.layers]
     # feature i's encoder vector: a contiguous row of W_enc.T (cached on the model) or a column of W_enc
     enc_rows = [rm.encoder_rows(layer, dt, run.x0.device) for layer in range(L)]
-    enc_vec = [(lambda i, E=E: E[i]) if E is not None else (lambda i, W=Ly.W_enc: W[:, i]) for E, Ly in zip(enc_rows, run.layers)]
 
     def feat_row(f: int) -> _Row:
         layer, i = fl[f], fi[f]
-        return _Row(layer, fp[f], enc_vec[layer](i), b_enc_of[layer][i])
+        E, Ly = enc_rows[layer], run.layers[layer]
+        return _Row(layer, fp[f], E[i] if E is not None else Ly.W_enc[:, i], float(Ly.b_enc[i]))
 
     def feat_rows(fs: list[int]) -> _RowBatch:
         """Features of one layer as a batch of rows (the values of ``[feat_row(f) for f in fs]``)."""
