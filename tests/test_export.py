@@ -117,12 +117,11 @@ class _FakeRunner:
         self.calls.append((stmt.name, threading.current_thread().name))
         if stmt.name in ("circuit_status", "graph_counts", "purge_circuit_edges"):
             return []
-        if stmt.name == "node_element_ids":
-            kinds = {"genes": "gene", "features": "feature", "heads": "attention_head", "cell_types": "cell_type"}
-            return [{"kind": kinds[p], "key": k, "eid": f"eid:{k}"} for p in kinds for k in params[p]]
         n = len(params["rows"]) if "rows" in params else len(params["ci"])
         time.sleep(0.002)
-        return [{"n": n - 1 if stmt.name == self.short else n}]
+        key = {"gene": "symbol", "cell_type": "name", "feature": "id", "attention_head": "id"}.get(stmt.name)
+        eids = [[r[key], f"eid:{r[key]}"] for r in params["rows"]] if key else []
+        return [{"n": n - 1 if stmt.name == self.short else n, "eids": eids}]
 
 
 def test_concurrent_batches_report_progress_in_order_and_fail_cleanly() -> None:

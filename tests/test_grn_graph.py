@@ -9,7 +9,7 @@ import pytest
 
 from circuitdb import catalog
 from circuitdb.graph.grn import import_grn, link_circuit
-from circuitdb.graph.writer import columns, element_ids, export_circuits, graph_totals
+from circuitdb.graph.writer import columns, export_circuits, graph_totals
 from circuitdb.loaders.grn import GRN
 from circuitdb.queries import run_rows
 
@@ -77,6 +77,15 @@ def test_regulated_paths(linked: Any) -> None:
     assert [r["nodes"] for r in rows] == [["g1", fid(0, 1), fid(1, 4), "B"]]
 
 
+def _feature_eids(runner: Any, feature_id: str) -> dict[str, str]:
+    """The element id of an existing feature (what the export's feature MERGE returns)."""
+    from circuitdb.catalog import CypherStatement
+
+    stmt = CypherStatement("admin", "test_feature_eid", "MATCH (f:Feature {id: $id}) RETURN elementId(f) AS eid",
+                           "tests", ("id",))
+    return {feature_id: runner.run(stmt, {"id": feature_id})[0]["eid"]}
+
+
 def test_link_and_agreement(linked: Any) -> None:
     expr = {f"X{i}": float(i) for i in range(100)}
     expr.update({"G1": 10.5, "G2": 50.5, "G3": 80.5})
@@ -87,7 +96,8 @@ def test_link_and_agreement(linked: Any) -> None:
     linked.run(catalog.load("write", "gene_to_feature"),
                columns("gene_to_feature",
                        [{"circuit": A1, "source": "g3", "target": fid(0, 1), "weight": 0.3, "frequency": 1.0}],
-                       element_ids(linked, {"gene": [{"symbol": "g3"}], "feature": [{"id": fid(0, 1)}]})))
+                       {"gene": dict(linked.run(catalog.load("write", "gene"), {"rows": [{"symbol": "g3"}]})[0]["eids"]),
+                        "feature": _feature_eids(linked, fid(0, 1))}))
     try:
         res = link_circuit(linked, "A", dataset="D1", grn="toy", expression=expr, n_permutations=200)
         ag = res.agreement

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from array import array
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -145,10 +147,28 @@ def content_hash(circuit_row: dict[str, Any], nodes: dict[str, Any], members: di
                  edges: dict[str, Any]) -> str:
     """A hash of everything a circuit writes: its Circuit node row (without the hash itself) and its
     node, membership and edge rows, in the order :func:`circuit_rows` builds them. It changes when
-    the circuit is rebuilt with other content (or its feature annotations change)."""
+    the circuit is rebuilt with other content (or its feature annotations change).
+
+    Rows are hashed column by column: a column of floats as its IEEE-754 doubles (little-endian),
+    any other column as compact JSON, each behind its statement name, row count and key."""
+    h = hashlib.sha256()
     row = {k: v for k, v in circuit_row.items() if k != "content_hash"}
-    payload = json.dumps([row, nodes, members, edges], separators=(",", ":"), default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    h.update(json.dumps(row, sort_keys=True, default=str).encode())
+    for section in (nodes, members, edges):
+        for name in sorted(section):
+            rows = section[name]
+            h.update(f"\x1e{name}:{len(rows)}".encode())
+            for key in (rows[0] if rows else ()):
+                col = [r[key] for r in rows]
+                h.update(f"\x1d{key}".encode())
+                if all(type(v) is float for v in col):
+                    doubles = array("d", col)
+                    if sys.byteorder == "big":
+                        doubles.byteswap()
+                    h.update(doubles.tobytes())
+                else:
+                    h.update(json.dumps(col, separators=(",", ":"), default=str).encode())
+    return h.hexdigest()
 
 
 def merge_key(*parts: str) -> str:

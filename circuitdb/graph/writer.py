@@ -144,32 +144,18 @@ _END_NODES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] 
     "head_to_cell_type": ((("s", "head", "attention_head"), ("t", "target", "cell_type")), ("source", "target")),
 }
 
-#: Node write statement -> (node kind in ``node_element_ids``, key column).
-_ELEMENT_ID_KINDS = {"gene": ("gene", "symbol"), "feature": ("feature", "id"),
-                     "attention_head": ("attention_head", "id"), "cell_type": ("cell_type", "name")}
+#: Node write statements that return their nodes' element ids, and the node kind they write.
+_ELEMENT_ID_KINDS = {"gene": "gene", "feature": "feature", "attention_head": "attention_head", "cell_type": "cell_type"}
 
 ElementIds = dict[str, dict[str, str]]
-"""Node kind -> node key -> element id (from :func:`element_ids`)."""
-
-
-def element_ids(runner: GraphRunner, node_rows: dict[str, list[dict[str, Any]]]) -> ElementIds:
-    """Look up the element ids of the shared nodes in ``node_rows`` (as :func:`merge_node_rows` gives
-    them, after they were written), so relationship batches read their end nodes directly."""
-    params = {"genes": [], "features": [], "heads": [], "cell_types": []}
-    param_of = {"gene": "genes", "feature": "features", "attention_head": "heads", "cell_type": "cell_types"}
-    for name, (kind, key) in _ELEMENT_ID_KINDS.items():
-        params[param_of[kind]] = [r[key] for r in node_rows.get(name, [])]
-    out: ElementIds = {kind: {} for kind, _ in _ELEMENT_ID_KINDS.values()}
-    for r in runner.run(catalog.load("write", "node_element_ids"), params):
-        out[r["kind"]][r["key"]] = r["eid"]
-    return out
+"""Node kind -> node key -> element id (as the node MERGEs of one export returned them)."""
 
 
 def columns(name: str, rows: Sequence[dict[str, Any]], eids: ElementIds) -> dict[str, list[Any]]:
     """A batch of rows of relationship statement ``name`` as its columnar parameters: one list per
     column, row ``i`` across them; the ``circuit`` key as the batch's distinct circuit ids
     (``circuits``) plus one index per row (``ci``); end nodes as element ids (``s``, ``t``) from
-    ``eids``. Raises :class:`InputError` when an end node was not looked up."""
+    ``eids`` (what the node MERGEs returned). Raises :class:`InputError` when an end node was not looked up."""
     ends, kept = _END_NODES[name]
     end_keys = {key for _, key, _ in ends}
     out: dict[str, list[Any]] = {}
@@ -201,6 +187,7 @@ class _Batcher:
                  workers: int = 1) -> None:
         self.runner, self.batch_size, self.total, self.on_progress = runner, batch_size, total, on_progress
         self.rows: dict[str, int] = {}
+        self.eids: ElementIds = {kind: {} for kind in _ELEMENT_ID_KINDS.values()}
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circuitdb-export") if workers > 1 else None
         self._pending: deque[tuple[str, int, str, int, Future[list[dict[str, Any]]]]] = deque()
@@ -277,6 +264,8 @@ class _Batcher:
             raise InputError(f"write/{name}: {n_rows - n} of {n_rows} rows found no end node "
                              "(shared nodes missing); rerun the export")
         self.rows[name] = self.rows.get(name, 0) + n_rows
+        if name in _ELEMENT_ID_KINDS:
+            self.eids[_ELEMENT_ID_KINDS[name]].update(result[0]["eids"])
         if self.on_progress is not None:
             self.on_progress(n_rows, self.total, status)
 
@@ -377,7 +366,7 @@ def export_circuits(
         for name in NODE_STATEMENTS:
             batcher.write(name, node_rows[name], f"nodes: {name}", split=True)
             batcher.flush()
-        eids = element_ids(runner, node_rows) if todo else {}
+        eids = batcher.eids  # the element ids the node MERGEs returned
         purge_text = catalog.load("write", "purge_circuit_edges")
         complete_text = catalog.load("write", "circuit_complete")
         previous: list[CircuitRows] = []

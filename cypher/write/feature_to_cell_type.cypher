@@ -2,7 +2,7 @@
 // CREATEs (never MERGEs): the writer first deletes every relationship of a circuit that is not
 // complete with this content (purge_circuit_edges), so a rerun never duplicates a row.
 // Columnar rows (one list per column, row i across them); the batch's circuit ids are sent once, and
-// the end nodes come as element ids (looked up once per export by node_element_ids), so each row
+// the end nodes come as element ids (as the node MERGEs of the export returned them), so each row
 // costs two direct node reads instead of two index seeks.
 // params: $circuits (distinct circuit ids), $ci (per row: index into $circuits),
 //   $s (element id of the feature), $t (element id of the cell type), $weight, $frequency (one list each)
