@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--circuits", type=int, default=20)
     ap.add_argument("--edges", type=int, default=5000)
     ap.add_argument("--baseline-rows", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=10000)
+    ap.add_argument("--batch-size", type=int, default=5000, help="rows per transaction (default: the CLI default)")
     ap.add_argument("--workers", type=int, default=None, help="concurrent writers (default: 2 on Neo4j, 1 embedded)")
     ap.add_argument("--backend", choices=("neo4j", "embedded", "both"), default="both")
     a = ap.parse_args()

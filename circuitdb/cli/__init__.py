@@ -9,6 +9,7 @@ Errors leave through :func:`circuitdb.cli.console.abort`; exit codes are
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -88,6 +89,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, hide_progress: bool, neo4
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: the one place exceptions become exit codes."""
+    if not debug_enabled():
+        # The driver logs each retried transaction as a warning (e.g. a deadlock between the export's
+        # concurrent writers, which it retries); a retry is routine, and real failures still raise.
+        logging.getLogger("neo4j").setLevel(logging.ERROR)
     try:
         # standalone_mode=False hands us every error; ctx.exit(n) comes back as n.
         rv = cli.main(args=argv, prog_name="circuitdb", standalone_mode=False)
