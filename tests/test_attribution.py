@@ -446,3 +446,26 @@ def test_frozen_run_active_features_are_the_transcoders(activation: str) -> None
         assert pos.numel() > 13
         assert torch.equal(Ly.feat_pos, pos) and torch.equal(Ly.feat_idx, idx)
         assert torch.equal(Ly.feat_act, act[pos, idx])
+
+
+def test_transcoders_fingerprint_covers_every_weight() -> None:
+    from circuitdb.attribution.attribute import transcoders_fingerprint
+    from circuitdb.transcoder.model import Transcoder, TranscoderConfig
+
+    torch.manual_seed(0)
+    tcs = {0: Transcoder(TranscoderConfig(d_in=8, d_features=16, k=4, skip=True)),
+           1: Transcoder(TranscoderConfig(d_in=8, d_features=16, k=4))}
+    for tc in tcs.values():
+        for p in tc.parameters():
+            torch.nn.init.normal_(p)
+    base = transcoders_fingerprint(tcs)
+    assert transcoders_fingerprint(tcs) == base and len(base) == 16
+    for layer, name in ((0, "W_dec"), (0, "W_skip"), (1, "b_dec"), (1, "b_enc"), (1, "W_enc")):
+        t = getattr(tcs[layer], name)
+        kept = t.detach().clone()
+        with torch.no_grad():
+            t.view(-1)[-1] += 1e-3  # one entry, outside any strided sample's first rows
+        assert transcoders_fingerprint(tcs) != base, name
+        with torch.no_grad():
+            t.copy_(kept)
+        assert transcoders_fingerprint(tcs) == base

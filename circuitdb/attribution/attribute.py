@@ -676,13 +676,23 @@ def _prepare(prompt_or_cell: Any, tokenizer: Any, organism: str, template: Promp
 
 
 def transcoders_fingerprint(transcoders: Mapping[int, Transcoder]) -> str:
-    """A short hash of the transcoders' configs and a sample of their weights."""
+    """A 16-hex hash of the transcoders' configs and of every weight tensor (encoder, decoder, biases,
+    skip, threshold): a strided sample of each plus its exact sum, so any retraining changes it."""
     h = hashlib.sha256()
     for layer in sorted(transcoders):
         tc = transcoders[layer]
-        h.update(json.dumps({"layer": layer, "d_in": tc.cfg.d_in, "d_features": tc.cfg.d_features, "act": tc.cfg.activation,
-                             "model": tc.cfg.model, "data": tc.cfg.data_hash}, sort_keys=True).encode())
-        h.update(tc.W_enc.detach().reshape(-1)[:4096].to(torch.float32).cpu().numpy().tobytes())
+        c = tc.cfg
+        h.update(json.dumps({"layer": layer, "d_in": c.d_in, "d_features": c.d_features, "d_out": c.d_out,
+                             "act": c.activation, "k": c.k, "l1": c.l1_coeff, "skip": c.skip, "model": c.model,
+                             "data": c.data_hash}, sort_keys=True, default=str).encode())
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip", "threshold"):
+            t = getattr(tc, name, None)
+            if t is None:
+                continue
+            flat = t.detach().to("cpu", torch.float32).contiguous().view(-1)
+            h.update(f"{name}{tuple(t.shape)}".encode())
+            h.update(flat[:: max(1, flat.numel() // 4096)].numpy().tobytes())
+            h.update(repr(float(flat.double().sum())).encode())
     return h.hexdigest()[:16]
 
 
