@@ -1,4 +1,7 @@
-"""Write circuits into the graph: batched ``UNWIND $rows`` statements, idempotent and resumable.
+"""Write circuits into the graph: batched ``UNWIND`` statements, idempotent and resumable.
+
+Node rows go as ``$rows``; relationship batches go columnar (:func:`columns`), their end nodes as
+the element ids the node MERGEs returned, with up to ``workers`` transactions in flight.
 
 How a rerun stays exact:
 
@@ -14,8 +17,9 @@ How a rerun stays exact:
 * each batch is its own transaction, so a kill leaves whole batches;
 * circuits are written in groups (several circuits' rows share each batch, so small circuits do
   not cost a round trip per statement each): the group's Circuit nodes are written with
-  ``complete = false`` first and set ``complete = true`` (with their content hash) only after the
-  group's last relationship batch. A rerun skips complete circuits whose hash matches and purges
+  ``complete = false`` first and set ``complete = true`` (with their content hash) only after
+  every relationship batch of the group has been written (the next group's batches may already be
+  in flight). A rerun skips complete circuits whose hash matches and purges
   and rewrites every other stored one.
 """
 
