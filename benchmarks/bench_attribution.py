@@ -87,22 +87,18 @@ def ct_setting(seed: int = 0, *, features: int = CT_FEATURES, active: int = CT_A
     """
     import torch
 
+    from circuitdb.loaders.adapters import adapter_for
     from circuitdb.loaders.configs import c2s_pythia_410m_config, random_model
+    from circuitdb.transcoder.hooks import capture_mlp
     from circuitdb.transcoder.model import Transcoder, TranscoderConfig
 
     model = random_model(c2s_pythia_410m_config(**CT_MODEL), seed=seed)
     model.set_attn_implementation("eager")
     n_layers, d = CT_MODEL["num_hidden_layers"], CT_MODEL["hidden_size"]
     ids = torch.randint(0, CT_MODEL["vocab_size"], (calib_tokens,), generator=torch.Generator().manual_seed(seed + 1))
-    mlp_in: dict[int, Any] = {}
-    hooks = [model.gpt_neox.layers[i].mlp.register_forward_pre_hook(lambda m, a, i=i: mlp_in.__setitem__(i, a[0][0].detach()))
-             for i in range(n_layers)]
-    try:
-        with torch.no_grad():
-            model(ids[None])
-    finally:
-        for h in hooks:
-            h.remove()
+    with capture_mlp(adapter_for(model), list(range(n_layers)), outputs=False) as captured, torch.no_grad():
+        model(ids[None])
+    mlp_in = {i: c["in"][0] for i, c in captured.items()}
     g = torch.Generator().manual_seed(seed + 2)
     tcs = {}
     for layer in range(n_layers):

@@ -163,6 +163,8 @@ def build_setting(out_dir: str | Path, *, n_layers: int = 4, d_model: int = 256,
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+    from circuitdb.loaders.adapters import adapter_for
+    from circuitdb.transcoder.hooks import capture_mlp
     from circuitdb.transcoder.model import Transcoder, TranscoderConfig
 
     out = Path(out_dir)
@@ -186,16 +188,10 @@ def build_setting(out_dir: str | Path, *, n_layers: int = 4, d_model: int = 256,
     model.save_pretrained(out / "model")
 
     # calibrate one encoder bias per layer on a separate prompt
-    mlp_in: dict[int, torch.Tensor] = {}
-    hooks = [layer.mlp.register_forward_pre_hook(lambda m, a, i=i: mlp_in.__setitem__(i, a[0][0].detach()))
-             for i, layer in enumerate(model.gpt_neox.layers)]
     calib = torch.tensor(prompt_ids(calib_tokens, vocab, seed=10_000 + seed))
-    try:
-        with torch.no_grad():
-            model(calib[None])
-    finally:
-        for h in hooks:
-            h.remove()
+    with capture_mlp(adapter_for(model), list(range(n_layers)), outputs=False) as captured, torch.no_grad():
+        model(calib[None])
+    mlp_in = {i: c["in"][0] for i, c in captured.items()}
     q = 1.0 - active_per_position / features
     active = []
     for layer in range(n_layers):

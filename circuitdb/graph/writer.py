@@ -148,11 +148,11 @@ _END_NODES: dict[str, tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]] 
     "head_to_cell_type": ((("s", "head", "attention_head"), ("t", "target", "cell_type")), ("source", "target")),
 }
 
-#: Node write statements that return their nodes' element ids, and the node kind they write.
-_ELEMENT_ID_KINDS = {"gene": "gene", "feature": "feature", "attention_head": "attention_head", "cell_type": "cell_type"}
+#: Node write statements that return their nodes' element ids (``eids``); a node kind is named by its statement.
+_ELEMENT_ID_STATEMENTS = ("gene", "feature", "attention_head", "cell_type")
 
 ElementIds = dict[str, dict[str, str]]
-"""Node kind -> node key -> element id (as the node MERGEs of one export returned them)."""
+"""Node kind (its write statement) -> node key -> element id (as the node MERGEs of one export returned them)."""
 
 
 def columns(name: str, rows: Sequence[dict[str, Any]], eids: ElementIds) -> dict[str, list[Any]]:
@@ -191,7 +191,7 @@ class _Batcher:
                  workers: int = 1) -> None:
         self.runner, self.batch_size, self.total, self.on_progress = runner, batch_size, total, on_progress
         self.rows: dict[str, int] = {}
-        self.eids: ElementIds = {kind: {} for kind in _ELEMENT_ID_KINDS.values()}
+        self.eids: ElementIds = {name: {} for name in _ELEMENT_ID_STATEMENTS}
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="circuitdb-export") if workers > 1 else None
         self._pending: deque[tuple[str, int, str, int, Future[list[dict[str, Any]]]]] = deque()
@@ -268,8 +268,8 @@ class _Batcher:
             raise InputError(f"write/{name}: {n_rows - n} of {n_rows} rows found no end node "
                              "(shared nodes missing); rerun the export")
         self.rows[name] = self.rows.get(name, 0) + n_rows
-        if name in _ELEMENT_ID_KINDS:
-            self.eids[_ELEMENT_ID_KINDS[name]].update(result[0]["eids"])
+        if name in _ELEMENT_ID_STATEMENTS:
+            self.eids[name].update(result[0]["eids"])
         if self.on_progress is not None:
             self.on_progress(n_rows, self.total, status)
 
