@@ -203,8 +203,8 @@ def test_rows_in_the_narrow_layout_are_the_full_rows(arch: str) -> None:
 
 
 def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # noqa: ANN001
-    """Past the padded-decoder cache budget each pass builds the decoder rows it needs (up to its
-    last position): the same rows."""
+    """The frozen run's padded decoder rows, the engine's own cached copy built from ``W_dec``, and,
+    past the cache budget, rows built per pass (up to its last position): the same rows."""
     import circuitdb.attribution.attribute as attr_mod
 
     model = tiny_gemma()
@@ -212,17 +212,21 @@ def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # no
     rows = [_Row(2, 10, run.W_U[:, 3], 0.5), _Row(2, 6, run.W_U[:, 5], 0.0)]
     rows += [_Row(1, int(p), run.layers[1].W_enc[:, int(i)], 0.1) for p, i in zip(run.layers[1].feat_pos[::7], run.layers[1].feat_idx[::7])]
     cached = _Engine(run).backward(rows)
+    assert float(cached.abs().max()) > 0.1
+    own = [Ly.dec_pad for Ly in run.layers]
+    for Ly in run.layers:  # the run's rows: each feature's output at (position, slot), zeros in the padding
+        assert Ly.dec_pad is not None and Ly.feat_slot is not None
+        assert torch.equal(Ly.dec_pad[Ly.feat_pos, Ly.feat_slot], Ly.feat_act[:, None] * Ly.W_dec[Ly.feat_idx])
+        assert int((Ly.dec_pad.abs().sum(-1) > 0).sum()) <= Ly.feat_pos.numel()
+        Ly.dec_pad = None
+    eng = _Engine(run)
+    assert torch.equal(eng.backward(rows), cached)
+    assert all(torch.equal(eng._dec_cache[i], own[i]) for i in range(len(run.layers)))
     monkeypatch.setattr(attr_mod, "_DEC_CACHE_BYTES", 0)
     eng = _Engine(run)
     got = eng.backward(rows)
     assert not eng._dec_cache
-    assert float(cached.abs().max()) > 0.1
     assert torch.equal(got, cached)
-    # decoder rows re-gathered from W_dec when the run does not carry them: the same products
-    for Ly in run.layers:
-        assert Ly.feat_dec is not None
-        Ly.feat_dec = None
-    assert torch.equal(_Engine(run).backward(rows), cached)
 
 
 def test_encoder_rows_cache_gives_the_same_graph(monkeypatch) -> None:  # noqa: ANN001

@@ -228,6 +228,14 @@ class _Grad:
         U[torch.arange(R, device=U.device), self.point, 0] = 1.0
         return _Grad(U=U, V=self.at_point()[:, None, :], point=self.point)
 
+    def u_points(self) -> torch.Tensor | None:
+        """For a point gradient, the position each ``U[u]`` sits at: ``(n_u,)`` (``None`` otherwise)."""
+        if self.point is None or self.U is None:
+            return None
+        if self.idx is None:
+            return self.point
+        return torch.zeros(int(self.U.shape[0]), dtype=torch.long, device=self.point.device).index_copy_(0, self.idx, self.point)
+
     def rows_U(self) -> torch.Tensor:
         """``U`` per row ``(R, Q, r)``."""
         assert self.U is not None
@@ -300,7 +308,8 @@ def _lowrank_pays(g: _Grad, Q: int, d: int, H: int) -> bool:
         return False
     r, R = g.rank, g.n_rows
     n_u = int(g.U.shape[0])  # type: ignore[union-attr]
-    return R * r * (2 * d * d + Q * d) + n_u * H * Q * Q * r < R * (2 * Q * d * d + Q * Q * d)
+    pattern = n_u * H * Q * r * (1 if g.point is not None else Q)  # a point gradient's U: rows of the pattern
+    return R * r * (2 * d * d + Q * d) + pattern < R * (2 * Q * d * d + Q * Q * d)
 
 
 class _Engine:
@@ -321,8 +330,11 @@ class _Engine:
     def _slots(self, layer: int) -> tuple[torch.Tensor, int]:
         """Each active feature's slot among the features at its position, and the most per position."""
         if layer not in self._slot_cache:
-            pos = self.run.layers[layer].feat_pos
-            if pos.numel() == 0:
+            Ly = self.run.layers[layer]
+            pos = Ly.feat_pos
+            if Ly.feat_slot is not None and Ly.dec_pad is not None:
+                self._slot_cache[layer] = (Ly.feat_slot, int(Ly.dec_pad.shape[1]))
+            elif pos.numel() == 0:
                 self._slot_cache[layer] = (pos, 0)
             else:
                 first = torch.searchsorted(pos, pos, right=False)  # index of the first feature at the same position
@@ -368,11 +380,18 @@ class _Engine:
         out[:, lay.bias0 + layer] += g @ Ly.b_dec
 
     def _decoder(self, layer: int, Q: int, dtype: torch.dtype) -> torch.Tensor:
-        """Activation-scaled decoder rows of ``layer``'s active features padded per position: ``(>= Q, kmax, d)``."""
+        """Activation-scaled decoder rows of ``layer``'s active features padded per position: ``(>= Q, kmax, d)``.
+
+        The frozen run's own padded rows (:attr:`FrozenLayer.dec_pad`) when it has them; else built
+        from ``W_dec`` (the same products) and cached while under ``_DEC_CACHE_BYTES``.
+        """
+        Ly = self.run.layers[layer]
+        if Ly.dec_pad is not None and Ly.dec_pad.dtype == dtype:
+            return Ly.dec_pad
         dec = self._dec_cache.get(layer)
         if dec is not None:
             return dec
-        lay, Ly = self.lay, self.run.layers[layer]
+        lay = self.lay
         slot, kmax = self._slots(layer)
         d = Ly.W_dec.shape[1]
         size = lay.P * kmax * d * Ly.W_dec.element_size()
@@ -382,10 +401,7 @@ class _Engine:
         dev = Ly.W_dec.device
         # rows (position, slot) of a flat (n_pos * kmax, d): the features' rows, then zeros in the padding
         dec = torch.empty(n_pos * kmax, d, dtype=dtype, device=dev)
-        if Ly.feat_dec is not None:  # the frozen forward's activation-scaled decoder rows (the same products)
-            src = Ly.feat_dec[:n_b].to(dtype)
-        else:
-            src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
+        src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
         dec.index_copy_(0, Ly.feat_pos[:n_b] * kmax + slot[:n_b], src)
         count = torch.bincount(Ly.feat_pos[:n_b], minlength=n_pos)[:n_pos]
         pad = torch.arange(kmax, device=dev)[None, :] >= count[:, None]
@@ -498,7 +514,7 @@ class _Engine:
                         spawn(layer, self._cross_heads(Ly, pattern - diag, g_a, Q, factored))
                     pattern = diag
                 if factored:
-                    U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx)  # type: ignore[arg-type]
+                    U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx, g_a.u_points())  # type: ignore[arg-type]
                     g_y = _Grad(U=U2, V=V2, idx=g_a.idx, point=g_a.point if diag_only else None)
                 else:
                     g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
@@ -520,7 +536,7 @@ class _Engine:
         H = int(off.shape[0])
         if factored:
             assert g_a.U is not None and g_a.V is not None
-            U2, V2 = attn_transpose_lowrank(Ly.ov, off, g_a.U, g_a.V, g_a.idx)
+            U2, V2 = attn_transpose_lowrank(Ly.ov, off, g_a.U, g_a.V, g_a.idx, g_a.u_points())
             n_u, R, r = g_a.U.shape[0], g_a.V.shape[0], g_a.U.shape[2]
             U2 = U2.view(n_u, Q, H, r).transpose(1, 2).reshape(n_u * H, Q, r)  # (shared u, head)
             base = torch.arange(R, device=U2.device) if g_a.idx is None else g_a.idx
