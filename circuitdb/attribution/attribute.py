@@ -369,7 +369,18 @@ class _Engine:
         if Ly.feat_pos.numel():
             slot, kmax = self._slots(layer)
             dec = self._decoder(layer, int(pos.max()) + 1, g.dtype)
-            res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax)
+            # rows grouped by position (padded to the most rows at one position): each position's
+            # decoder rows are read once, not once per row
+            upos, inv, cnt = torch.unique(pos, return_inverse=True, return_counts=True)
+            if int(upos.numel()) < R:
+                order = torch.argsort(inv, stable=True)
+                rank = torch.empty_like(order)
+                rank[order] = torch.arange(R, device=g.device) - (torch.cumsum(cnt, 0) - cnt)[inv[order]]
+                g_pad = torch.zeros(int(upos.numel()), int(cnt.max()), g.shape[1], dtype=g.dtype, device=g.device)
+                g_pad[inv, rank] = g
+                res = torch.bmm(dec[upos], g_pad.transpose(1, 2))[inv, :, rank]  # (R, kmax)
+            else:
+                res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax)
             first = torch.searchsorted(Ly.feat_pos, pos)
             count = torch.searchsorted(Ly.feat_pos, pos, right=True) - first
             j = torch.arange(kmax, device=g.device)
@@ -766,8 +777,11 @@ def attribute(
         the target); ``None`` keeps every active feature. Left-out features are
         folded into the error nodes so all sums stay exact.
     batch_size
-        Rows per batched transposed pass; ``None`` picks about ``2**23 / (tokens * d_model)``
-        (16 to 512), so small models get wide batches and large ones bounded memory.
+        Rows per batched transposed pass (every active feature), or per selection round under
+        ``max_feature_nodes`` (then in passes of ``batch_size / 8`` rows, at least 16). ``None``
+        picks about ``2**23 / (tokens * d_model)`` (16 to 512), so small models get wide batches
+        and large ones bounded memory; with a budget, at least ``max_feature_nodes / 8`` (at most
+        8 rounds: fewer, wider passes, as circuit-tracer's rounds of 512).
     dtype
         Dtype of the frozen model (``torch.float64`` for exact checks).
     head_split_nodes, head_edges_per_node
@@ -809,6 +823,8 @@ def attribute(
         tgt = Target(_decode(tokenizer, tok), tok)
     if batch_size is None:
         batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
+        if max_feature_nodes is not None:  # a budget is picked in at most 8 rounds (passes stay at batch_size / 8 rows)
+            batch_size = max(batch_size, min(512, -(-max_feature_nodes // 8)))
     elif batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     graph = _build_graph(run, rm, tgt, prep, tokenizer, logits, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
@@ -941,12 +957,15 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
         nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
         n = len(nodes)
-        adjacency = torch.zeros(n, n, dtype=dt)
+        # every feature node's row (nodes 0..len(kept)-1) is written whole by its block below
+        adjacency = torch.empty(n, n, dtype=dt)
+        adjacency[len(kept):].zero_()
         col_map_dev = col_map.to(dev)
         cmap = {layer: col_map_dev[lay.columns(layer).to(dev)] for layer in below}
         for feats, layer, blk in blocks:  # map source columns to nodes, a block at a time
             mapped = torch.zeros(len(feats), n, dtype=dt, device=dev).index_add_(1, cmap[layer], blk)
             adjacency[torch.tensor([feat_node[f] for f in feats], dtype=torch.long)] = mapped.cpu()
+        assert sum(len(f) for f, _, _ in blocks) == len(kept)
         del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
     kept_t = torch.tensor(kept, dtype=torch.long)
