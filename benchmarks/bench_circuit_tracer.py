@@ -60,7 +60,8 @@ its graph); circuitdb has them.
 
 Also in the run: the straightforward baseline (``--baseline-rows``: one forward of
 circuitdb's frozen model with autograd, one ``autograd.grad`` per graph row, timed on
-a sample of rows and scaled; its edges are checked against ``attribute()``'s).
+every row by default (a few expensive deep rows make a sample's mean noisy); its edges
+are checked against ``attribute()``'s).
 circuitdb runs with ``heads=False, pairs=False`` by default, as circuit-tracer computes
 neither per-head splits nor feature-pair virtual weights; ``--heads``/``--pairs`` add them.
 
@@ -242,7 +243,7 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
                            "tokens": int(ids.numel()), "active": int(g.metadata.get("n_active_features", -1)),
                            "kept": sum(1 for nd in g.nodes if nd.kind == "feature"),
                            "target_token": int(g.metadata["target"]["token_id"])}
-    if args.baseline_rows > 0:  # after the peak above was read
+    if args.baseline_rows != 0:  # after the peak above was read
         res["baseline"] = _baseline(rm, ids, g, args.baseline_rows, args.repeat)
     if args.dump:
         feats = [(i, nd) for i, nd in enumerate(g.nodes) if nd.kind == "feature"]
@@ -260,10 +261,10 @@ def _baseline(rm: Any, ids: Any, g: Any, n_rows: int, repeat: int = 1) -> dict[s
 
     One forward of the frozen model (``FrozenRun.linear_forward``) with autograd from
     leaves at every source (feature activations, errors, embeddings), then one
-    ``torch.autograd.grad`` per row: the target logit, and an even sample of
-    ``n_rows - 1`` kept features (best of ``repeat``). Seconds for the whole graph = forward +
-    target row + mean feature row x kept features. Its feature -> row edges are checked against
-    ``attribute()``'s.
+    ``torch.autograd.grad`` per row: the target logit, and every kept feature (``n_rows < 0``) or an
+    even sample of ``n_rows - 1`` of them (best of ``repeat``). Seconds for the whole graph = forward
+    + target row + mean feature row x kept features. Its feature -> row edges are checked against
+    ``attribute()``'s on an even sample of at most ~32 rows.
     """
     import torch
 
@@ -286,7 +287,7 @@ def _baseline(rm: Any, ids: Any, g: Any, n_rows: int, repeat: int = 1) -> dict[s
         tnode = int(g.indices("target")[0])
         stride = max(1, len(feats) // max(1, n_rows - 1))
         rows = []
-        for k, nd in feats[::stride][: n_rows - 1]:
+        for k, nd in (feats if n_rows < 0 else feats[::stride][: n_rows - 1]):
             L = run.layers[nd.layer]
             rows.append((k, mlp_ins[nd.layer][nd.pos] @ L.W_enc[:, nd.index] + L.b_enc[nd.index]))
         t_target = c_target = t_feat = c_feat = float("inf")
@@ -299,7 +300,9 @@ def _baseline(rm: Any, ids: Any, g: Any, n_rows: int, repeat: int = 1) -> dict[s
             t_feat = min(t_feat, (time.perf_counter() - t2) / max(1, len(rows)))
             c_feat = min(c_feat, (time.process_time() - c2) / max(1, len(rows)))
     diff = scale = 0.0
-    for (k, _), gr in zip([(tnode, None)] + rows, grads):
+    check = list(zip([(tnode, None)] + rows, grads))
+    check = check[:: max(1, len(check) // 32)]  # edges checked on an even sample of at most ~32 rows
+    for (k, _), gr in check:
         for src, nd in feats:
             gl = gr[nd.layer]
             j = where[nd.layer][(nd.pos, nd.index)]
@@ -558,7 +561,8 @@ def main() -> None:
     ap.add_argument("--heads", action="store_true", help="ours: also split edges per attention head (circuit-tracer does not)")
     ap.add_argument("--pairs", action="store_true", help="ours: also compute feature-pair virtual weights")
     ap.add_argument("--repeat", type=int, default=1, help="ours and the baseline: time this many times and keep the best")
-    ap.add_argument("--baseline-rows", type=int, default=32, help="rows the one-backward-per-row baseline is timed on (0: skip)")
+    ap.add_argument("--baseline-rows", type=int, default=-1,
+                    help="rows the one-backward-per-row baseline is timed on, then scaled to the graph (-1: every row, the default; 0: skip)")
     ap.add_argument("--check", action="store_true", help="agreement check on a small prompt instead of timing")
     ap.add_argument("--check-tokens", type=int, default=16)
     ap.add_argument("--raw-unembed", action="store_true",

@@ -817,10 +817,12 @@ def attribute(
     rm.check_length(len(prep.ids))
     run = rm.run(prep.ids, dtype=dtype, all_logits=False)
     cb("forward", 1, 1)
-    logits = run.pre_softcap_logits(-1)
-    if tgt is None:
-        tok = int(logits.argmax())
+    if tgt is None:  # the model's own top next token (its logits; a final softcap keeps the order)
+        tok = int(run.logits[-1].argmax())
         tgt = Target(_decode(tokenizer, tok), tok)
+    # the frozen model's pre-softcap logits of the target tokens only (not the whole vocabulary)
+    tokens = [tgt.token] + ([tgt.contrast_token] if tgt.contrast_token is not None else [])
+    logits = dict(zip(tokens, run.pre_softcap_logits(-1, tokens=tokens).tolist()))
     if batch_size is None:
         batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
         if max_feature_nodes is not None:  # a budget is picked in at most 8 rounds (passes stay at batch_size / 8 rows)
@@ -839,7 +841,7 @@ def _decode(tokenizer: Any, tok: int) -> str:
     return str(tokenizer.decode([tok]))
 
 
-def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepared, tokenizer: Any, logits: torch.Tensor, *,
+def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepared, tokenizer: Any, logits: Mapping[int, float], *,
                  max_feature_nodes: int | None, batch_size: int, head_split_nodes: int | None,
                  head_edges_per_node: int | None, heads: bool, pairs: bool, cb: ProgressCallback) -> AttributionGraph:
     eng = _Engine(run)
@@ -854,8 +856,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         w = w - run.W_U[:, tgt.contrast_token]
         const -= float(run.b_U[tgt.contrast_token]) if run.b_U is not None else 0.0
     target_row = _Row(L, q, w, const)
-    lg = logits
-    target_value = float(lg[tgt.token] - (lg[tgt.contrast_token] if tgt.contrast_token is not None else 0.0))
+    target_value = float(logits[tgt.token] - (logits[tgt.contrast_token] if tgt.contrast_token is not None else 0.0))
     t_rows = eng.backward([target_row])  # (1, n)
 
     # ---- feature rows
@@ -916,7 +917,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         scores = torch.zeros(n_feat, dtype=dt, device=dev)
         visited = torch.zeros(n_feat, dtype=torch.bool, device=dev)
         scores += _influence_share(t_rows[0], n_feat)
-        sub = max(16, batch_size // 8)
+        sub = max(16, min(batch_size, (1 << 23) // max(1, P * int(run.x0.shape[1]))))  # rows per pass: a dense gradient of at most 2^23 floats
         while len(order) < budget:
             cand = scores.masked_fill(visited, -1.0)
             k = min(batch_size, budget - len(order))
@@ -964,7 +965,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         cmap = {layer: col_map_dev[lay.columns(layer).to(dev)] for layer in below}
         for feats, layer, blk in blocks:  # map source columns to nodes, a block at a time
             mapped = torch.zeros(len(feats), n, dtype=dt, device=dev).index_add_(1, cmap[layer], blk)
-            adjacency[torch.tensor([feat_node[f] for f in feats], dtype=torch.long)] = mapped.cpu()
+            adjacency.index_copy_(0, torch.tensor([feat_node[f] for f in feats], dtype=torch.long), mapped.cpu())
         assert sum(len(f) for f, _, _ in blocks) == len(kept)
         del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()

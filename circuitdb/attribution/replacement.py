@@ -298,14 +298,21 @@ class FrozenRun:
     def dtype(self) -> torch.dtype:
         return self.x0.dtype
 
-    def pre_softcap_logits(self, pos: int = -1) -> torch.Tensor:
-        """The attribution target space: final-norm output times W_U (before any softcap)."""
+    def pre_softcap_logits(self, pos: int = -1, tokens: Sequence[int] | None = None) -> torch.Tensor:
+        """The attribution target space: final-norm output times W_U (before any softcap).
+
+        ``tokens``: only these vocabulary entries (in that order), not the whole vocabulary.
+        """
         fn = self.final_norm
         y = fn.apply(self.resid[-1])[pos]
         if fn.bias is not None:
             y = y + fn.bias
-        out = y @ self.W_U
-        return out + self.b_U if self.b_U is not None else out
+        if tokens is None:
+            out = y @ self.W_U
+            return out + self.b_U if self.b_U is not None else out
+        cols = torch.tensor(list(tokens), dtype=torch.long, device=self.W_U.device)
+        out = y @ self.W_U[:, cols]
+        return out + self.b_U[cols] if self.b_U is not None else out
 
     def linear_forward(self, acts: Sequence[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Run the frozen linear model from the nodes (embeddings, features, errors, constants).
