@@ -8,9 +8,9 @@ memory at most 4 GiB.
 For each model and prompt size (50, 100, 200 genes) one fresh subprocess runs
 ``attribute()`` (so its peak RSS is its own) and another runs the baseline on the
 *same* target nodes (the target logit and the features ``attribute()`` kept); the
-baseline is timed on the target row and an even sample of ``--baseline-rows`` - 1 kept
-features (over the features sorted by layer and position), and its edges are checked
-against ours. Baseline seconds = its one forward (with autograd) plus its target row plus
+baseline is timed on the target row and every kept feature (or, with ``--baseline-rows N``,
+an even sample of N - 1 kept features over the features sorted by layer and position), and
+its edges are checked against ours on an even sample of at most ~32 rows. Baseline seconds = its one forward (with autograd) plus its target row plus
 its mean feature row times the number of kept features. Printed: seconds, peak RSS during attribution (sampled
 every 5 ms; and its increase over the loaded model and transcoders), the speed ratio, and the scaling exponent of seconds vs
 prompt tokens (log-log slope).
@@ -206,10 +206,11 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     tnode = int(g.indices("target")[0])
     key = {nd.key: i for i, nd in enumerate(g.nodes)}
     sample_edges = {}
-    # an evenly spaced sample over the (layer, position)-sorted features: all layers, all positions
+    # every feature (--baseline-rows -1), or an evenly spaced sample over the (layer, position)-sorted
+    # features: all layers, all positions; edges are exported for an even sample of at most ~32 rows
     stride = max(1, len(feats) // max(1, args.baseline_rows - 1))
-    sample = feats[::stride][: args.baseline_rows - 1]
-    for layer, pos, idx in sample:
+    sample = feats if args.baseline_rows < 0 else feats[::stride][: args.baseline_rows - 1]
+    for layer, pos, idx in sample[:: max(1, len(sample) // 32)]:
         i = key[f"{layer}_{idx}_{pos}"]
         sample_edges[f"{layer}_{idx}_{pos}"] = {g.nodes[j].key: float(g.adjacency[i, j]) for j in torch.nonzero(g.adjacency[i]).flatten().tolist()
                                                 if g.nodes[j].kind == "feature"}
@@ -284,7 +285,8 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     for li, L in enumerate(run.layers):
         for j, (p, i) in enumerate(zip(L.feat_pos.tolist(), L.feat_idx.tolist())):
             loc[(li, p, i)] = j
-    wanted = [tuple(f) for f in spec["features"]][: args.baseline_rows - 1]
+    wanted = [tuple(f) for f in spec["features"]]
+    wanted = wanted if args.baseline_rows < 0 else wanted[: args.baseline_rows - 1]
     from circuitdb.attribution.replacement import attn_forward
 
     for li, L in enumerate(run.layers):
@@ -317,6 +319,8 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
         tgt_secs, tgt_cpu = min(tgt_secs, t2 - t1), min(tgt_cpu, c2 - c1)
         back_secs, back_cpu = min(back_secs, t3 - t2), min(back_cpu, c3 - c2)
     for (name, value), grads in zip(targets, grads_all):
+        if name not in spec["edges"]:
+            continue  # edges are checked on ours' exported sample of rows
         edges = {}
         for li, L in enumerate(run.layers):
             gi = grads[li]
@@ -373,7 +377,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-feature-nodes", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=0, help="rows per pass (0: attribute()'s automatic choice)")
-    ap.add_argument("--baseline-rows", type=int, default=16, help="rows the baseline is timed on (then scaled)")
+    ap.add_argument("--baseline-rows", type=int, default=-1,
+                    help="rows the baseline is timed on, then scaled (-1: every row, the default: a few deep rows make a sample's mean noisy)")
     ap.add_argument("--features", type=int, default=4096, help="transcoder width for the random pythia model")
     ap.add_argument("--k", type=int, default=16, help="TopK of the random transcoders")
     ap.add_argument("--tokens-per-gene", type=float, default=2.5)

@@ -825,8 +825,8 @@ def attribute(
     logits = dict(zip(tokens, run.pre_softcap_logits(-1, tokens=tokens).tolist()))
     if batch_size is None:
         batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
-        if max_feature_nodes is not None:  # a budget is picked in at most 8 rounds (passes stay at batch_size / 8 rows)
-            batch_size = max(batch_size, min(512, -(-max_feature_nodes // 8)))
+        if max_feature_nodes is not None and max_feature_nodes < sum(int(Ly.feat_pos.numel()) for Ly in run.layers):
+            batch_size = max(batch_size, min(512, -(-max_feature_nodes // 8)))  # a budget is picked in at most 8 rounds
     elif batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     graph = _build_graph(run, rm, tgt, prep, tokenizer, logits, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
