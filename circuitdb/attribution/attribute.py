@@ -891,11 +891,20 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
         nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
         n = len(nodes)
-        adjacency = torch.zeros(n, n, dtype=dt)
+        # Source columns of features and errors are their nodes (m of them, in the same order):
+        # copied as they are; only tokens (merged into genes) and biases are mapped. Every row of a
+        # feature is written whole, so only the other nodes' rows are zeroed.
+        m = lay.tok0
+        assert err_node0 == lay.err0 and bool((col_map[:m] == torch.arange(m)).all())
+        adjacency = torch.empty(n, n, dtype=dt)
+        adjacency[n_feat:].zero_()
         col_map_dev = col_map.to(dev)
+        tail_map = col_map_dev[m:] - m
+        rows_buf = torch.empty(min(batch_size, max(1, n_feat)), lay.n, dtype=dt, device=dev)
         for a in range(0, n_feat, batch_size):
             batch = kept[a: a + batch_size]
-            rows = torch.zeros(len(batch), lay.n, dtype=dt, device=dev)
+            rows = rows_buf[: len(batch)]
+            rows.zero_()
             i = 0
             while i < len(batch):  # runs of one layer (as Engine.backward)
                 j = i + 1
@@ -903,11 +912,11 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
                     j += 1
                 eng._backward_group(feat_rows(batch[i:j]), rows[i:j])
                 i = j
-            if adjacency.device == dev:
-                adjacency[a: a + len(batch)].index_add_(1, col_map_dev, rows)
-            else:
-                adjacency[a: a + len(batch)] = torch.zeros(len(batch), n, dtype=dt, device=dev).index_add_(1, col_map_dev, rows).cpu()
+            dst = adjacency[a: a + len(batch)]
+            dst[:, :m] = rows[:, :m].cpu()
+            dst[:, m:] = torch.zeros(len(batch), n - m, dtype=dt, device=dev).index_add_(1, tail_map, rows[:, m:]).cpu()
             cb("features", a + len(batch), budget)
+        del rows_buf
     else:
         # Rows are kept in blocks of rows injected at one layer, each in that layer's narrower
         # layout (Layout.below): a row has no sources in its own layer or above.
@@ -1191,6 +1200,19 @@ def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, fea
     t, src = t[keep], src[keep]
     if t.numel() == 0:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
+    G, mmax = int(size.numel()), int(size.max())
+    if G * mmax * mmax <= (1 << 24):
+        # one product per position: all its members' encoders times all its members' decoders
+        # (padded to the largest position), then each pair's entry
+        gid = torch.repeat_interleave(torch.arange(G), size)  # each member's group (in ``order``)
+        slot = torch.arange(K) - start[gid]
+        pad = torch.zeros(G, mmax, dtype=torch.long)
+        pad[gid, slot] = order
+        pad = pad.to(dev)
+        prod = torch.bmm(enc[pad], dec[pad].transpose(1, 2))  # (G, mmax, mmax): [g, target slot, source slot]
+        g = gid[ti[keep]]
+        vals = prod[g.to(dev), slot[ti[keep]].to(dev), off[keep].to(dev)]
+        return torch.stack([t, src], 1), vals.cpu()
     vals = torch.empty(t.numel(), dtype=run.dtype, device=dev)
     step = max(1, (1 << 22) // max(1, enc.shape[1]))  # pairs per chunk: two (step, d) gathers of ~16 MiB
     for a in range(0, t.numel(), step):

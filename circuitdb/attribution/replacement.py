@@ -421,6 +421,7 @@ class ReplacementModel:
         self._fingerprints: dict[str, str] = {}
         self._enc_rows: dict[tuple[int, torch.dtype, str], torch.Tensor] = {}
         self._enc_rows_bytes = 0
+        self._ov_cache: dict[tuple[int, torch.dtype], OVWeights] = {}
         self.transcoders = check_transcoders(self.adapter, tcs, model_hash=self.model_hash)
         cfg = model.config  # type: ignore[attr-defined]
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
@@ -442,6 +443,13 @@ class ReplacementModel:
             self._enc_rows[key] = W.detach().to(device=device, dtype=dtype).T.contiguous()
             self._enc_rows_bytes += size
         return self._enc_rows[key]
+
+    def _ov(self, layer: int, dtype: torch.dtype) -> OVWeights:
+        """:func:`ov_weights` of ``layer``, kept between runs (the model is frozen for attribution)."""
+        key = (layer, dtype)
+        if key not in self._ov_cache:
+            self._ov_cache[key] = ov_weights(self.adapter, layer, dtype)
+        return self._ov_cache[key]
 
     def fingerprint(self) -> str:
         """:func:`model_fingerprint` of the model, computed once (the model is frozen for attribution)."""
@@ -588,7 +596,7 @@ class ReplacementModel:
             if pattern is None:
                 raise RuntimeError("attention patterns were not returned; the eager attention path is required")
             pattern = pattern.to(dt)
-            ov = ov_weights(ad, i, dt)
+            ov = self._ov(i, dt)
             y = n_attn.apply(x) + (n_attn.bias if n_attn.bias is not None else 0)
             a = attn_forward(ov, pattern, y) + ov.const
             h = x + (post_attn.apply(a) if post_attn is not None else a)
