@@ -214,10 +214,12 @@ def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # no
     cached = _Engine(run).backward(rows)
     assert float(cached.abs().max()) > 0.1
     own = [Ly.dec_pad for Ly in run.layers]
-    for Ly in run.layers:  # the run's rows: each feature's output at (position, slot), zeros in the padding
-        assert Ly.dec_pad is not None and Ly.feat_slot is not None
+    for Ly in run.layers:  # the run's rows: each feature's output at (position, slot), zeros in the padding,
+        assert Ly.dec_pad is not None and Ly.feat_slot is not None  # then the error and b_dec
+        kmax = int(Ly.dec_pad.shape[1]) - 2
         assert torch.equal(Ly.dec_pad[Ly.feat_pos, Ly.feat_slot], Ly.feat_act[:, None] * Ly.W_dec[Ly.feat_idx])
-        assert int((Ly.dec_pad.abs().sum(-1) > 0).sum()) <= Ly.feat_pos.numel()
+        assert int((Ly.dec_pad[:, :kmax].abs().sum(-1) > 0).sum()) <= Ly.feat_pos.numel()
+        assert torch.equal(Ly.dec_pad[:, kmax], Ly.error) and bool((Ly.dec_pad[:, kmax + 1] == Ly.b_dec).all())
         Ly.dec_pad = None
     eng = _Engine(run)
     assert torch.equal(eng.backward(rows), cached)

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.replacement import FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank
+from circuitdb.attribution.replacement import DEC_EXTRA, FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank
 from circuitdb.errors import InputError
 from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
 from circuitdb.loaders.sentences import CellSentence
@@ -333,7 +333,7 @@ class _Engine:
             Ly = self.run.layers[layer]
             pos = Ly.feat_pos
             if Ly.feat_slot is not None and Ly.dec_pad is not None:
-                self._slot_cache[layer] = (Ly.feat_slot, int(Ly.dec_pad.shape[1]))
+                self._slot_cache[layer] = (Ly.feat_slot, int(Ly.dec_pad.shape[1]) - DEC_EXTRA)
             elif pos.numel() == 0:
                 self._slot_cache[layer] = (pos, 0)
             else:
@@ -343,22 +343,29 @@ class _Engine:
         return self._slot_cache[layer]
 
     def _record_mlp(self, out: torch.Tensor, layer: int, g_m: torch.Tensor, lay: _Layout) -> None:
-        """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``."""
+        """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``.
+
+        One batched product over positions with the padded record matrix (:meth:`_decoder`: the
+        features' outputs, the error and ``b_dec`` per position).
+        """
         run = self.run
         Ly = run.layers[layer]
         R, Q, d = g_m.shape
         n_l = int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)).item()) if Ly.feat_pos.numel() else 0
+        slot, kmax = self._slots(layer)
+        dec = self._decoder(layer, Q, g_m.dtype)[:Q]  # (Q, kmax + 2, d)
+        if 8 <= R <= 48:  # medium batches: the record matrix first is the faster product here
+            res = torch.bmm(dec, g_m.permute(1, 2, 0))  # (Q, kmax + 2, R)
+            feats, err, bias = res[Ly.feat_pos[:n_l], slot[:n_l]], res[:, kmax], res[:, kmax + 1]  # (n_l, R), (Q, R), (Q, R)
+        else:
+            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax + 2)
+            feats, err, bias = res[Ly.feat_pos[:n_l], :, slot[:n_l]], res[:, :, kmax], res[:, :, kmax + 1]
         if n_l:
-            # decoder rows padded per position -> one batched GEMM over positions
-            slot, kmax = self._slots(layer)
-            pos, sl = Ly.feat_pos[:n_l], slot[:n_l]
-            dec = self._decoder(layer, Q, g_m.dtype)
-            res = torch.bmm(g_m.transpose(0, 1), dec[:Q].transpose(1, 2))  # (Q, R, kmax)
             off = lay.feat_off[layer]
-            out[:, off: off + n_l] = res[pos, :, sl].T
+            out[:, off: off + n_l] = feats.T
         e0 = lay.err0 + layer * lay.P
-        out[:, e0: e0 + Q] = (g_m * Ly.error[:Q]).sum(-1)
-        out[:, lay.bias0 + layer] += g_m.sum(1) @ Ly.b_dec
+        out[:, e0: e0 + Q] = err.T
+        out[:, lay.bias0 + layer] += bias.sum(0)
 
     def _record_mlp_point(self, out: torch.Tensor, layer: int, pos: torch.Tensor, g: torch.Tensor, lay: _Layout) -> None:
         """As :meth:`_record_mlp` for rows whose gradient sits at one position each: ``g (R, d)`` at ``pos (R,)``."""
@@ -366,35 +373,36 @@ class _Engine:
         Ly = run.layers[layer]
         R = int(g.shape[0])
         rr = torch.arange(R, device=g.device)
-        if Ly.feat_pos.numel():
-            slot, kmax = self._slots(layer)
-            dec = self._decoder(layer, int(pos.max()) + 1, g.dtype)
-            # rows grouped by position (padded to the most rows at one position): each position's
-            # decoder rows are read once, not once per row
-            upos, inv, cnt = torch.unique(pos, return_inverse=True, return_counts=True)
-            if int(upos.numel()) < R:
-                order = torch.argsort(inv, stable=True)
-                rank = torch.empty_like(order)
-                rank[order] = torch.arange(R, device=g.device) - (torch.cumsum(cnt, 0) - cnt)[inv[order]]
-                g_pad = torch.zeros(int(upos.numel()), int(cnt.max()), g.shape[1], dtype=g.dtype, device=g.device)
-                g_pad[inv, rank] = g
-                res = torch.bmm(dec[upos], g_pad.transpose(1, 2))[inv, :, rank]  # (R, kmax)
-            else:
-                res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax)
+        slot, kmax = self._slots(layer)
+        dec = self._decoder(layer, int(pos.max()) + 1, g.dtype)
+        # rows grouped by position (padded to the most rows at one position): each position's
+        # record matrix is read once, not once per row
+        upos, inv, cnt = torch.unique(pos, return_inverse=True, return_counts=True)
+        if int(upos.numel()) < R:
+            order = torch.argsort(inv, stable=True)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(R, device=g.device) - (torch.cumsum(cnt, 0) - cnt)[inv[order]]
+            g_pad = torch.zeros(int(upos.numel()), int(cnt.max()), g.shape[1], dtype=g.dtype, device=g.device)
+            g_pad[inv, rank] = g
+            res = torch.bmm(dec[upos], g_pad.transpose(1, 2))[inv, :, rank]  # (R, kmax + 2)
+        else:
+            res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax + 2)
+        if kmax:
             first = torch.searchsorted(Ly.feat_pos, pos)
             count = torch.searchsorted(Ly.feat_pos, pos, right=True) - first
             j = torch.arange(kmax, device=g.device)
             mask = j[None, :] < count[:, None]
             cols = lay.feat_off[layer] + first[:, None] + j[None, :]
-            out[rr[:, None].expand(R, kmax)[mask], cols[mask]] = res[mask]
-        out[rr, lay.err0 + layer * lay.P + pos] = (g * Ly.error[pos]).sum(-1)
-        out[:, lay.bias0 + layer] += g @ Ly.b_dec
+            out[rr[:, None].expand(R, kmax)[mask], cols[mask]] = res[:, :kmax][mask]
+        out[rr, lay.err0 + layer * lay.P + pos] = res[:, kmax]
+        out[:, lay.bias0 + layer] += res[:, kmax + 1]
 
     def _decoder(self, layer: int, Q: int, dtype: torch.dtype) -> torch.Tensor:
-        """Activation-scaled decoder rows of ``layer``'s active features padded per position: ``(>= Q, kmax, d)``.
+        """``layer``'s record matrix ``(>= Q, kmax + 2, d)``: the active features' activation-scaled decoder
+        rows padded per position, then the error and ``b_dec`` (the layout of :attr:`FrozenLayer.dec_pad`).
 
-        The frozen run's own padded rows (:attr:`FrozenLayer.dec_pad`) when it has them; else built
-        from ``W_dec`` (the same products) and cached while under ``_DEC_CACHE_BYTES``.
+        The frozen run's own matrix when it has one; else built from ``W_dec`` (the same products)
+        and cached while under ``_DEC_CACHE_BYTES``.
         """
         Ly = self.run.layers[layer]
         if Ly.dec_pad is not None and Ly.dec_pad.dtype == dtype:
@@ -405,19 +413,20 @@ class _Engine:
         lay = self.lay
         slot, kmax = self._slots(layer)
         d = Ly.W_dec.shape[1]
-        size = lay.P * kmax * d * Ly.W_dec.element_size()
+        w = kmax + DEC_EXTRA
+        size = lay.P * w * d * Ly.W_dec.element_size()
         keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
         n_b = Ly.feat_pos.numel() if keep else int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)))
         n_pos = lay.P if keep else Q
         dev = Ly.W_dec.device
-        # rows (position, slot) of a flat (n_pos * kmax, d): the features' rows, then zeros in the padding
-        dec = torch.empty(n_pos * kmax, d, dtype=dtype, device=dev)
+        # rows (position, slot) of a flat (n_pos * w, d): the features' rows, zeros in the padding,
+        # then the error and b_dec
+        dec = torch.zeros(n_pos * w, d, dtype=dtype, device=dev)
         src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
-        dec.index_copy_(0, Ly.feat_pos[:n_b] * kmax + slot[:n_b], src)
-        count = torch.bincount(Ly.feat_pos[:n_b], minlength=n_pos)[:n_pos]
-        pad = torch.arange(kmax, device=dev)[None, :] >= count[:, None]
-        dec.index_fill_(0, torch.nonzero(pad.flatten()).flatten(), 0.0)
-        dec = dec.view(n_pos, kmax, d)
+        dec.index_copy_(0, Ly.feat_pos[:n_b] * w + slot[:n_b], src)
+        dec = dec.view(n_pos, w, d)
+        dec[:, kmax] = Ly.error[:n_pos]
+        dec[:, kmax + 1] = Ly.b_dec
         if keep:
             self._dec_cache[layer] = dec
             self._dec_bytes += size

@@ -130,27 +130,32 @@ def _nonzero_2d(x: torch.Tensor, *, nonpositive: bool = False) -> tuple[torch.Te
     return flat // F, flat % F
 
 
-def padded_decoder(W_dec: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor, act: torch.Tensor, n_pos: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Active features' outputs ``act[i] * W_dec[idx[i]]`` padded per position: ``(n_pos, kmax, d)``.
+#: slots after the features in :attr:`FrozenLayer.dec_pad`: the error, then ``b_dec``
+DEC_EXTRA = 2
+
+
+def padded_decoder(W_dec: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor, act: torch.Tensor, n_pos: int, *,
+                   extra: int = DEC_EXTRA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Active features' outputs ``act[i] * W_dec[idx[i]]`` padded per position: ``(n_pos, kmax + extra, d)``.
 
     ``pos`` is sorted; feature ``i`` goes to ``[pos[i], slot[i]]`` (its rank among the features at
-    its position), the padding is zero. One gather and one in-place product, straight into the
-    layout the batched records of :mod:`circuitdb.attribution.attribute` read. Returns
-    ``(padded, slot)``.
+    its position), the padding is zero; the ``extra`` slots after the features are left for the
+    caller (zeros). One gather and one in-place product, straight into the layout the batched
+    records of :mod:`circuitdb.attribution.attribute` read. Returns ``(padded, slot)``.
     """
     n = int(pos.numel())
     d = int(W_dec.shape[1])
     cnt = torch.bincount(pos, minlength=n_pos)[:n_pos]
     kmax = int(cnt.max()) if n else 0
+    width = kmax + extra
     slot = torch.arange(n, device=pos.device) - (torch.cumsum(cnt, 0) - cnt)[pos]
-    flat = pos * kmax + slot
-    ix = torch.zeros(n_pos * kmax, dtype=torch.long, device=pos.device)  # padding reads row 0, times 0
+    flat = pos * width + slot
+    ix = torch.zeros(n_pos * width, dtype=torch.long, device=pos.device)  # padding reads row 0, times 0
     ix[flat] = idx
-    scale = torch.zeros(n_pos * kmax, dtype=act.dtype, device=act.device)
+    scale = torch.zeros(n_pos * width, dtype=act.dtype, device=act.device)
     scale[flat] = act
     out = torch.index_select(W_dec, 0, ix).mul_(scale[:, None])
-    return out.view(n_pos, kmax, d), slot
+    return out.view(n_pos, width, d), slot
 
 
 #: at most this many bytes of contiguous encoder rows (``W_enc.T``) are kept per ReplacementModel
@@ -269,8 +274,10 @@ class FrozenLayer:
     feat_idx: torch.Tensor  # (n,) feature index
     feat_act: torch.Tensor  # (n,) activation
     feat_pre: torch.Tensor  # (n,) pre-activation
-    #: ``(P, kmax, d)``: what each active feature writes (activation x decoder row), padded per position:
-    #: feature ``i`` at ``[feat_pos[i], feat_slot[i]]``, zeros in the padding (``None``: rebuild from ``W_dec``)
+    #: ``(P, kmax + 2, d)``, what each position's MLP output is made of, for batched records: each active
+    #: feature's output (activation x decoder row) at ``[feat_pos[i], feat_slot[i]]``, zeros in the
+    #: padding, then the error (slot ``kmax``) and ``b_dec`` (slot ``kmax + 1``) at every position
+    #: (``None``: rebuilt from ``W_dec``)
     dec_pad: torch.Tensor | None = None
     feat_slot: torch.Tensor | None = None  # (n,) each active feature's slot among the features at its position
 
@@ -611,16 +618,19 @@ class ReplacementModel:
                 f_act = act[pos, idx]
             # sparse decode: only the active features' decoder rows
             dec_pad, f_slot = padded_decoder(W_dec, pos, idx, f_act, int(u.shape[0]))  # each active feature's output
-            kmax = int(dec_pad.shape[1])
+            kmax = int(dec_pad.shape[1]) - DEC_EXTRA
             rows = torch.arange(int(u.shape[0]), device=dev).repeat_interleave(kmax)
-            dec = torch.zeros_like(u).index_add_(0, rows, dec_pad.view(-1, u.shape[1]))  # (padding adds zeros)
+            dec = torch.zeros_like(u).index_add_(0, rows, dec_pad[:, :kmax].reshape(-1, u.shape[1]))  # (padding adds zeros)
             tc_out = dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             x = h + (post_mlp.apply(m_true) if post_mlp is not None else m_true)
+            error = m_true - tc_out
+            dec_pad[:, kmax] = error
+            dec_pad[:, kmax + 1] = b_dec
             resid.append(x)
             layers.append(FrozenLayer(
                 index=i, parallel=ad.parallel_residual, norm_attn=n_attn, norm_mlp=n_mlp, post_attn=post_attn, post_mlp=post_mlp,
                 pattern=pattern, ov=ov, W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec, W_skip=W_skip,
-                mlp_in=u, error=m_true - tc_out, feat_pos=pos, feat_idx=idx, feat_act=f_act, feat_pre=pre[pos, idx],
+                mlp_in=u, error=error, feat_pos=pos, feat_idx=idx, feat_act=f_act, feat_pre=pre[pos, idx],
                 dec_pad=dec_pad, feat_slot=f_slot,
             ))
         unembed = self.model.get_output_embeddings()  # type: ignore[operator]  # lm_head (transformers 5) / embed_out
