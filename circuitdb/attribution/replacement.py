@@ -608,7 +608,7 @@ class ReplacementModel:
             a = attn_forward(ov, pattern, y) + ov.const
             h = x + (post_attn.apply(a) if post_attn is not None else a)
             u = n_mlp.apply(x if ad.parallel_residual else h) + (n_mlp.bias if n_mlp.bias is not None else 0)
-            pre = (u @ W_enc).add_(b_enc)
+            pre = torch.addmm(b_enc, u, W_enc)
             if tc.cfg.activation == "relu":  # relu(x) != 0 exactly where not x <= 0 (NaN included), and equals x there
                 pos, idx = _nonzero_2d(pre, nonpositive=True)
                 f_act = pre[pos, idx]
@@ -619,8 +619,9 @@ class ReplacementModel:
             # sparse decode: only the active features' decoder rows
             dec_pad, f_slot = padded_decoder(W_dec, pos, idx, f_act, int(u.shape[0]))  # each active feature's output
             kmax = int(dec_pad.shape[1]) - DEC_EXTRA
-            rows = torch.arange(int(u.shape[0]), device=dev).repeat_interleave(kmax)
-            dec = torch.zeros_like(u).index_add_(0, rows, dec_pad[:, :kmax].reshape(-1, u.shape[1]))  # (padding adds zeros)
+            rows = torch.arange(int(u.shape[0]), device=dev).repeat_interleave(kmax + DEC_EXTRA)
+            # the padding and the (still empty) extra slots add zeros
+            dec = torch.zeros_like(u).index_add_(0, rows, dec_pad.view(-1, u.shape[1]))
             tc_out = dec + b_dec + (u @ W_skip if W_skip is not None else 0)
             x = h + (post_mlp.apply(m_true) if post_mlp is not None else m_true)
             error = m_true - tc_out
