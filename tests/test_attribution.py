@@ -475,3 +475,61 @@ def test_transcoders_fingerprint_covers_every_weight() -> None:
         with torch.no_grad():
             t.copy_(kept)
         assert transcoders_fingerprint(tcs) == base
+
+
+def test_pairs_as_one_product_per_position_equal_the_chunked_dots(monkeypatch) -> None:  # noqa: ANN001
+    """Feature-pair virtual weights from one padded product per position, or (past the size cap) from
+    per-pair dots: the same pairs in the same order, the same weights up to round-off."""
+    import circuitdb.attribution.attribute as attr_mod
+
+    model = tiny_gemma(layers=3)
+    tcs = random_transcoders(model, n_features=32, k=8)
+    g = _graph(model, tcs, max_feature_nodes=40, batch_size=7, head_split_nodes=0)
+    monkeypatch.setattr(attr_mod, "_PAIR_PRODUCT_ELEMS", 0)
+    h = _graph(model, tcs, max_feature_nodes=40, batch_size=7, head_split_nodes=0)
+    assert g.pair_index.shape[0] > 10
+    assert torch.equal(g.pair_index, h.pair_index)
+    assert torch.allclose(g.pair_virtual, h.pair_virtual, rtol=1e-12, atol=1e-12)
+
+
+def test_point_gradients_cross_attention_as_rows_of_the_pattern() -> None:
+    """A factor that sits at one position per shared U (a gradient still at its row's position) crosses
+    the transposed attention as a row of the pattern: the same numbers as the product over positions."""
+    from circuitdb.attribution.replacement import attn_transpose_lowrank
+
+    model = tiny_neox()
+    run = ReplacementModel(model, random_transcoders(model)).run(torch.arange(3, 14))
+    Ly = run.layers[1]
+    P = run.n_pos
+    u_pos = torch.tensor([0, 4, 10, 7])
+    U = torch.zeros(4, P, 2, dtype=torch.float64)
+    U[torch.arange(4), u_pos] = torch.randn(4, 2, dtype=torch.float64)
+    V = torch.randn(6, 2, run.x0.shape[1], dtype=torch.float64)
+    idx = torch.tensor([0, 1, 1, 2, 3, 3])
+    U1, V1 = attn_transpose_lowrank(Ly.ov, Ly.pattern, U, V, idx)
+    U2, V2 = attn_transpose_lowrank(Ly.ov, Ly.pattern, U, V, idx, u_pos)
+    assert float(U1.abs().max()) > 0.01
+    assert torch.allclose(U1, U2, rtol=0, atol=1e-15) and torch.equal(V1, V2)
+
+
+def test_nonzero_entries_through_numpy_match_torch() -> None:
+    """The frozen run's active-feature finder: the entries that are not ``<= 0`` (NaN included) or not zero,
+    in row-major order, as torch.nonzero gives them."""
+    from circuitdb.attribution.replacement import _nonzero_2d
+
+    x = torch.randn(7, 33)
+    x[x.abs() < 0.3] = 0.0
+    x[2, 5] = float("nan")
+    x[4, 0] = -0.0
+    for nonpositive, want in ((True, torch.logical_not(x <= 0)), (False, x != 0)):
+        pos, idx = _nonzero_2d(x, nonpositive=nonpositive)
+        wp, wi = want.nonzero(as_tuple=True)
+        assert torch.equal(pos, wp) and torch.equal(idx, wi)
+    assert (2, 5) in set(zip(*[t.tolist() for t in _nonzero_2d(x, nonpositive=True)]))
+
+
+def test_target_logits_of_some_tokens_are_those_of_the_whole_vocabulary() -> None:
+    model = tiny_gemma()
+    run = ReplacementModel(model, random_transcoders(model)).run(torch.arange(9))
+    full = run.pre_softcap_logits(-1)
+    assert torch.allclose(run.pre_softcap_logits(-1, tokens=[5, 2, 5]), full[[5, 2, 5]], rtol=1e-13, atol=1e-13)

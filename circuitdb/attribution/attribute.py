@@ -57,6 +57,7 @@ TargetKind = Literal["answer", "top"]
 ProgressCallback = Callable[[str, int, int], None]
 _CHUNK_ELEMS = 1 << 24  # ~64 MiB of float32 per temporary
 _DEC_CACHE_BYTES = 512 << 20  # padded per-position decoder rows kept between passes
+_PAIR_PRODUCT_ELEMS = 1 << 24  # feature pairs as one padded product per position up to this many entries
 
 
 # =========================================================================== targets
@@ -1210,7 +1211,7 @@ def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, fea
     if t.numel() == 0:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
     G, mmax = int(size.numel()), int(size.max())
-    if G * mmax * mmax <= (1 << 24):
+    if G * mmax * mmax <= _PAIR_PRODUCT_ELEMS:
         # one product per position: all its members' encoders times all its members' decoders
         # (padded to the largest position), then each pair's entry
         gid = torch.repeat_interleave(torch.arange(G), size)  # each member's group (in ``order``)
