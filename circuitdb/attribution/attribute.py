@@ -1211,7 +1211,7 @@ def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, fea
     if t.numel() == 0:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
     G, mmax = int(size.numel()), int(size.max())
-    if G * mmax * mmax <= _PAIR_PRODUCT_ELEMS:
+    if G * mmax * mmax <= min(_PAIR_PRODUCT_ELEMS, 4 * t.numel()):  # padded products pay unless mostly padding
         # one product per position: all its members' encoders times all its members' decoders
         # (padded to the largest position), then each pair's entry
         gid = torch.repeat_interleave(torch.arange(G), size)  # each member's group (in ``order``)
