@@ -484,8 +484,9 @@ def test_pairs_as_one_product_per_position_equal_the_chunked_dots(monkeypatch) -
 
     model = tiny_gemma(layers=3)
     tcs = random_transcoders(model, n_features=32, k=8)
+    monkeypatch.setattr(attr_mod, "_PAIR_PADDING", 10**9)  # always the padded products
     g = _graph(model, tcs, max_feature_nodes=40, batch_size=7, head_split_nodes=0)
-    monkeypatch.setattr(attr_mod, "_PAIR_PRODUCT_ELEMS", 0)
+    monkeypatch.setattr(attr_mod, "_PAIR_PRODUCT_ELEMS", 0)  # never
     h = _graph(model, tcs, max_feature_nodes=40, batch_size=7, head_split_nodes=0)
     assert g.pair_index.shape[0] > 10
     assert torch.equal(g.pair_index, h.pair_index)

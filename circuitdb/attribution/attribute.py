@@ -58,6 +58,7 @@ ProgressCallback = Callable[[str, int, int], None]
 _CHUNK_ELEMS = 1 << 24  # ~64 MiB of float32 per temporary
 _DEC_CACHE_BYTES = 512 << 20  # padded per-position decoder rows kept between passes
 _PAIR_PRODUCT_ELEMS = 1 << 24  # feature pairs as one padded product per position up to this many entries
+_PAIR_PADDING = 4  # ... and while those entries are at most this many times the pairs (else per-pair dots)
 
 
 # =========================================================================== targets
@@ -788,10 +789,11 @@ def attribute(
         folded into the error nodes so all sums stay exact.
     batch_size
         Rows per batched transposed pass (every active feature), or per selection round under
-        ``max_feature_nodes`` (then in passes of ``batch_size / 8`` rows, at least 16). ``None``
-        picks about ``2**23 / (tokens * d_model)`` (16 to 512), so small models get wide batches
-        and large ones bounded memory; with a budget, at least ``max_feature_nodes / 8`` (at most
-        8 rounds: fewer, wider passes, as circuit-tracer's rounds of 512).
+        ``max_feature_nodes`` (then in passes of at most ``2**23 / (tokens * d_model)`` rows, at
+        least 16). ``None`` picks about ``2**23 / (tokens * d_model)`` (16 to 512), so small models
+        get wide batches and large ones bounded memory; with a budget, at least
+        ``max_feature_nodes / 8`` (at most 8 rounds: fewer, wider passes, as circuit-tracer's
+        rounds of 512).
     dtype
         Dtype of the frozen model (``torch.float64`` for exact checks).
     head_split_nodes, head_edges_per_node
@@ -1211,7 +1213,7 @@ def _pairs(run: FrozenRun, feat_layer: torch.Tensor, feat_pos: torch.Tensor, fea
     if t.numel() == 0:
         return torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, dtype=run.dtype)
     G, mmax = int(size.numel()), int(size.max())
-    if G * mmax * mmax <= min(_PAIR_PRODUCT_ELEMS, 4 * t.numel()):  # padded products pay unless mostly padding
+    if G * mmax * mmax <= min(_PAIR_PRODUCT_ELEMS, _PAIR_PADDING * t.numel()):  # pays unless mostly padding
         # one product per position: all its members' encoders times all its members' decoders
         # (padded to the largest position), then each pair's entry
         gid = torch.repeat_interleave(torch.arange(G), size)  # each member's group (in ``order``)
