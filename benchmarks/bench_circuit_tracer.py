@@ -29,7 +29,7 @@ the matching ``HookedTransformerConfig`` (parallel attention/MLP, LN, rotary), a
 builds a ``TranscoderSet`` of ``SingleLayerTranscoder`` in memory
 (``feature_input_hook="mlp.hook_in"``, ``feature_output_hook="mlp.hook_out"``).
 
-Each engine runs in a fresh subprocess, so peak RSS is its own; seconds are wall
+Each engine runs in a fresh subprocess (ours at every length first, then circuit-tracer), so peak RSS is its own; seconds are wall
 clock, ``cpu`` the process CPU time (less sensitive to a shared machine); ``peak`` is the
 process's ``ru_maxrss`` (everything, set-up included); ``attr`` is the RSS sampled
 every 5 ms during the attribution call alone.
@@ -618,8 +618,21 @@ def main() -> None:
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     rows = []
-    for n in [int(x) for x in args.tokens.split(",") if x.strip()]:
+    lengths = [int(x) for x in args.tokens.split(",") if x.strip()]
+    # ours (and the baseline) at every length first: a circuit-tracer process of up to ~21 GiB leaves
+    # the machine reclaiming memory for a while, which slowed a run right after it
+    ours_by_n = {n: _sub(sys.executable, args, "ours", n) for n in lengths} if "ours" in engines else {}
+    for n in lengths:
         row: dict[str, Any] = {"tokens": n}
+        if n in ours_by_n:
+            ours = ours_by_n[n]
+            row.update(ours_s=ours["seconds"], ours_cpu_s=ours["cpu_seconds"], ours_gib=ours["peak_rss"] / GIB, ours_attr_gib=ours["attr_peak_rss"] / GIB,
+                       ours_active=ours["active"], ours_kept=ours["kept"])
+            if "baseline" in ours:
+                b = ours["baseline"]
+                row.update(baseline_s=b["seconds"], baseline_cpu_s=b["cpu_seconds"], baseline_rows_timed=b["rows_timed"],
+                           baseline_vs_ours=b["seconds"] / ours["seconds"], baseline_vs_ours_cpu=b["cpu_seconds"] / ours["cpu_seconds"],
+                           baseline_edge_diff=b["max_edge_diff"], baseline_edge_max=b["max_edge"])
         if "ct" in engines:
             free = _free_gib()
             if n >= 400 and free < args.min_free_gib:
@@ -628,15 +641,6 @@ def main() -> None:
                 ct = _sub(args.ct_python, args, "ct", n)
                 row.update(ct_s=ct["seconds"], ct_cpu_s=ct["cpu_seconds"], ct_gib=ct["peak_rss"] / GIB, ct_attr_gib=ct["attr_peak_rss"] / GIB,
                            ct_active=ct["active"], ct_kept=ct["kept"])
-        if "ours" in engines:
-            ours = _sub(sys.executable, args, "ours", n)
-            row.update(ours_s=ours["seconds"], ours_cpu_s=ours["cpu_seconds"], ours_gib=ours["peak_rss"] / GIB, ours_attr_gib=ours["attr_peak_rss"] / GIB,
-                       ours_active=ours["active"], ours_kept=ours["kept"])
-            if "baseline" in ours:
-                b = ours["baseline"]
-                row.update(baseline_s=b["seconds"], baseline_cpu_s=b["cpu_seconds"], baseline_rows_timed=b["rows_timed"],
-                           baseline_vs_ours=b["seconds"] / ours["seconds"], baseline_vs_ours_cpu=b["cpu_seconds"] / ours["cpu_seconds"],
-                           baseline_edge_diff=b["max_edge_diff"], baseline_edge_max=b["max_edge"])
         if "ct_s" in row and "ours_s" in row:
             row["speedup"] = row["ct_s"] / row["ours_s"]
             row["cpu_speedup"] = row["ct_cpu_s"] / row["ours_cpu_s"]
