@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.replacement import DEC_EXTRA, FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank
+from circuitdb.attribution.replacement import (DEC_EXTRA, FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank,
+                                                padded_decoder)
 from circuitdb.errors import InputError
 from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
 from circuitdb.loaders.sentences import CellSentence
@@ -322,7 +323,7 @@ class _Engine:
         self.lay = _Layout(run)
         self.L = self.lay.L
         self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
-        self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: activation-scaled decoder rows (P, kmax, d)
+        self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: record matrices (P, kmax + 2, d), for runs without one
         self._dec_bytes = 0
         # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
         for Ly in run.layers:
@@ -413,20 +414,12 @@ class _Engine:
         if dec is not None:
             return dec
         lay = self.lay
-        slot, kmax = self._slots(layer)
-        d = Ly.W_dec.shape[1]
-        w = kmax + DEC_EXTRA
-        size = lay.P * w * d * Ly.W_dec.element_size()
+        kmax = self._slots(layer)[1]
+        size = lay.P * (kmax + DEC_EXTRA) * Ly.W_dec.shape[1] * Ly.W_dec.element_size()
         keep = self._dec_bytes + size <= _DEC_CACHE_BYTES
         n_b = Ly.feat_pos.numel() if keep else int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)))
         n_pos = lay.P if keep else Q
-        dev = Ly.W_dec.device
-        # rows (position, slot) of a flat (n_pos * w, d): the features' rows, zeros in the padding,
-        # then the error and b_dec
-        dec = torch.zeros(n_pos * w, d, dtype=dtype, device=dev)
-        src = torch.index_select(Ly.W_dec, 0, Ly.feat_idx[:n_b]).mul_(Ly.feat_act[:n_b, None]).to(dtype)
-        dec.index_copy_(0, Ly.feat_pos[:n_b] * w + slot[:n_b], src)
-        dec = dec.view(n_pos, w, d)
+        dec = padded_decoder(Ly.W_dec, Ly.feat_pos[:n_b], Ly.feat_idx[:n_b], Ly.feat_act[:n_b], n_pos, kmax=kmax)[0].to(dtype)
         dec[:, kmax] = Ly.error[:n_pos]
         dec[:, kmax + 1] = Ly.b_dec
         if keep:

@@ -135,18 +135,20 @@ DEC_EXTRA = 2
 
 
 def padded_decoder(W_dec: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor, act: torch.Tensor, n_pos: int, *,
-                   extra: int = DEC_EXTRA) -> tuple[torch.Tensor, torch.Tensor]:
+                   extra: int = DEC_EXTRA, kmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Active features' outputs ``act[i] * W_dec[idx[i]]`` padded per position: ``(n_pos, kmax + extra, d)``.
 
     ``pos`` is sorted; feature ``i`` goes to ``[pos[i], slot[i]]`` (its rank among the features at
     its position), the padding is zero; the ``extra`` slots after the features are left for the
-    caller (zeros). One gather and one in-place product, straight into the layout the batched
-    records of :mod:`circuitdb.attribution.attribute` read. Returns ``(padded, slot)``.
+    caller (zeros). ``kmax``: the feature slots per position (default: the most at one position).
+    One gather and one in-place product, straight into the layout the batched records of
+    :mod:`circuitdb.attribution.attribute` read. Returns ``(padded, slot)``.
     """
     n = int(pos.numel())
     d = int(W_dec.shape[1])
     cnt = torch.bincount(pos, minlength=n_pos)[:n_pos]
-    kmax = int(cnt.max()) if n else 0
+    if kmax is None:
+        kmax = int(cnt.max()) if n else 0
     width = kmax + extra
     slot = torch.arange(n, device=pos.device) - (torch.cumsum(cnt, 0) - cnt)[pos]
     flat = pos * width + slot
