@@ -40,6 +40,11 @@ Usage::
     python benchmarks/bench_attribution.py --setting ct --tokens 100,200,450
     python benchmarks/bench_attribution.py --models pythia410m --max-feature-nodes 64
     python benchmarks/bench_attribution.py --models demo --demo-model M --demo-transcoders T
+    python benchmarks/bench_attribution.py --models pythia410m --device cuda   # on a GPU
+
+``--device cuda`` runs both sides on the GPU (the random models only: the demo's prompts need
+scanpy): times are taken after ``torch.cuda.synchronize()`` and the peak memory printed is the
+GPU's (``torch.cuda.max_memory_allocated``) instead of the process RSS.
 """
 
 from __future__ import annotations
@@ -148,9 +153,12 @@ def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[
             tcs[layer] = tc.eval()
         n_tok = 48 + int(round(args.tokens_per_gene * n_genes))
         ids = torch.randint(0, cfg.vocab_size, (n_tok,), generator=torch.Generator().manual_seed(n_genes))
-        rm = ReplacementModel(model, tcs)
-        return rm, ids, None, {"tokens": n_tok}
+        dev = torch.device(args.device)
+        rm = ReplacementModel(model.to(dev), {i: tc.to(dev) for i, tc in tcs.items()})
+        return rm, ids.to(dev), None, {"tokens": n_tok}
     # demo model
+    if args.device != "cpu":
+        raise SystemExit("--device: only the random models (pythia410m, demo_config) run off the CPU")
     import scanpy as sc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -170,16 +178,61 @@ def _setup(args: argparse.Namespace, n_genes: int) -> tuple[Any, Any, Any, dict[
 
 
 # --------------------------------------------------------------------------- workers
-def _best_of(repeat: int, run: Any) -> tuple[Any, float, float, int]:
+def _sync(device: str) -> None:
+    """Wait for the GPU's queued work (a no-op on the CPU), so wall clocks measure it."""
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+class _Peak:
+    """Peak memory of one phase: the sampled process RSS on the CPU, ``max_memory_allocated`` on a GPU."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> "_Peak":
+        if self.device == "cpu":
+            self._rss = PeakRSS().__enter__()
+        else:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device == "cpu":
+            self._rss.__exit__()
+            self.peak = self._rss.peak
+        else:
+            import torch
+
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+
+
+def _base_memory(device: str) -> int:
+    """Memory held before a phase: the process RSS, or the GPU memory allocated."""
+    if device == "cpu":
+        return rss_now()
+    import torch
+
+    return torch.cuda.memory_allocated(device)
+
+
+def _best_of(repeat: int, run: Any, device: str = "cpu") -> tuple[Any, float, float, int]:
     """``run()`` ``repeat`` times (the machine is shared): its last result, the best wall and CPU seconds,
-    and the peak RSS sampled while it ran (the previous result is dropped first: the peak is one run's)."""
+    and the peak memory while it ran (the previous result is dropped first: the peak is one run's)."""
     secs = cpu = float("inf")
     result = None
-    with PeakRSS() as mem:
+    with _Peak(device) as mem:
         for _ in range(repeat):
             result = None
+            _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             result = run()
+            _sync(device)
             secs, cpu = min(secs, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
     assert result is not None
     return result, secs, cpu, mem.peak
@@ -193,14 +246,17 @@ def _worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     rm, ids, tok, info = _setup(args, args.genes)
-    base = rss_now()
+    base = _base_memory(args.device)
     g, secs, cpu, peak = _best_of(args.repeat, lambda: attribute(
-        ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None, heads=False, pairs=True))
+        ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None, heads=False, pairs=True),
+        args.device)
     head_secs, head_edges = float("nan"), 0
     if args.head_split_nodes >= 0:  # a second attribution, with the per-head split of the target + N features
+        _sync(args.device)
         t1 = time.perf_counter()
         head = attribute(ids, rm, target="top", max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size or None,
                          head_split_nodes=args.head_split_nodes, pairs=False)
+        _sync(args.device)
         head_secs, head_edges = time.perf_counter() - t1, int(head.head_edges.shape[0])
     feats = [(nd.layer, nd.pos, nd.index) for nd in g.nodes if nd.kind == "feature"]
     tnode = int(g.indices("target")[0])
@@ -252,7 +308,7 @@ def ct_bench(tokens: list[int], *, threads: int = 2, max_feature_nodes: int = CT
     """
     ns = argparse.Namespace(model_name_current="ct", threads=threads, max_feature_nodes=max_feature_nodes, batch_size=batch_size,
                             baseline_rows=0, features=CT_FEATURES, k=0, tokens_per_gene=1.0, head_split_nodes=head_split_nodes,
-                            repeat=repeat, demo_model=None, demo_transcoders=None)
+                            repeat=repeat, demo_model=None, demo_transcoders=None, device="cpu")
     out = []
     for n in tokens:
         r = _sub(ns, "ct", n)
@@ -270,9 +326,10 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     rm, ids, tok, info = _setup(args, args.genes)
     spec = json.loads(Path(args.spec).read_text())
-    base = rss_now()
+    base = _base_memory(args.device)
+    _sync(args.device)
     t0, c0 = time.perf_counter(), time.process_time()
-    mem = PeakRSS().__enter__()
+    mem = _Peak(args.device).__enter__()
     with torch.no_grad():
         run = rm.run(ids, all_logits=False)  # the target needs only the last position's logits
     # leaves: per-layer active-feature activations, per-layer errors, the embeddings
@@ -304,6 +361,7 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     y = run.final_norm.apply(x) + (run.final_norm.bias if run.final_norm.bias is not None else 0)
     logit = y[-1] @ run.W_U[:, spec["target_token"]]
     targets = [("target", logit)] + [(f"{f[0]}_{f[2]}_{f[1]}", pre_of[f]) for f in wanted]
+    _sync(args.device)
     forward_secs, forward_cpu = time.perf_counter() - t0, time.process_time() - c0
     max_diff = 0.0
     max_edge = 0.0
@@ -311,13 +369,16 @@ def _worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     # one row of the graph, not one in ``--baseline-rows``
     tgt_secs = tgt_cpu = back_secs = back_cpu = float("inf")
     for _ in range(args.repeat):  # only the gradients of the rows whose edges are checked are kept
+        _sync(args.device)
         t1, c1 = time.perf_counter(), time.process_time()
         checked = [(targets[0], torch.autograd.grad(targets[0][1], acts + errs + [x0], retain_graph=True, allow_unused=True))]
+        _sync(args.device)
         t2, c2 = time.perf_counter(), time.process_time()
         for name, value in targets[1:]:
             gr = torch.autograd.grad(value, acts + errs + [x0], retain_graph=True, allow_unused=True)
             if name in spec["edges"]:
                 checked.append(((name, value), gr))
+        _sync(args.device)
         t3, c3 = time.perf_counter(), time.process_time()
         tgt_secs, tgt_cpu = min(tgt_secs, t2 - t1), min(tgt_cpu, c2 - c1)
         back_secs, back_cpu = min(back_secs, t3 - t2), min(back_cpu, c3 - c2)
@@ -347,7 +408,7 @@ def _sub(args: argparse.Namespace, role: str, genes: int, spec: Path | None = No
            "--threads", str(args.threads), "--max-feature-nodes", str(args.max_feature_nodes), "--batch-size", str(args.batch_size),
            "--baseline-rows", str(args.baseline_rows), "--features", str(args.features), "--k", str(args.k),
            "--tokens-per-gene", str(args.tokens_per_gene), "--head-split-nodes", str(args.head_split_nodes),
-           "--repeat", str(args.repeat)]
+           "--repeat", str(args.repeat), "--device", args.device]
     if args.demo_model:
         cmd += ["--demo-model", args.demo_model, "--demo-transcoders", args.demo_transcoders]
     if spec is not None:
@@ -385,6 +446,7 @@ def main() -> None:
     ap.add_argument("--tokens-per-gene", type=float, default=2.5)
     ap.add_argument("--head-split-nodes", type=int, default=-1, help="also time attribution with the head split of N features (-1: skip)")
     ap.add_argument("--repeat", type=int, default=1, help="time each side this many times, keep the best")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N]: run both sides there (random models only)")
     ap.add_argument("--demo-model", default=None)
     ap.add_argument("--demo-transcoders", default=None)
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -442,7 +504,7 @@ def main() -> None:
                    "head_split_s": ours["head_split_seconds"], "head_edges": ours["head_edges"]}
             results.append(row)
             print(f"{model_name:10s} genes={n:4d} tokens={row['tokens']:4d} rows={row['rows']:5d} active={row['active']:6d} | "
-                  f"ours {row['ours_s']:8.2f}s peak RSS {row['ours_peak_gib']:.2f} GiB (+{row['ours_over_model_gib']:.2f} over the loaded model) | "
+                  f"ours {row['ours_s']:8.2f}s peak {'RSS' if args.device == 'cpu' else 'GPU memory'} {row['ours_peak_gib']:.2f} GiB (+{row['ours_over_model_gib']:.2f} over the loaded model) | "
                   f"baseline {row['baseline_s']:8.2f}s (timed on the target + {row['baseline_sample_rows']} feature rows) | ratio {row['ratio']:6.1f}x "
                   f"(CPU time {row['ours_cpu_s']:.2f}s vs {row['baseline_cpu_s']:.2f}s: {row['cpu_ratio']:.1f}x) | "
                   f"edge check {row['max_edge_diff']:.1e} of {row['max_edge']:.1e} | attribution+head split {row['head_split_s']:.1f}s", flush=True)

@@ -194,7 +194,7 @@ def ov_weights(adapter: ArchAdapter, layer: int, dtype: torch.dtype) -> OVWeight
         b_V = vb.detach().to(dtype).view(kv, dh).repeat_interleave(rep, dim=0) if vb is not None else None
         dense = attn.o_proj
     W_O = dense.weight.detach().to(dtype).T.reshape(H, dh, d).contiguous()  # (H, dh, d)
-    const = torch.zeros(d, dtype=dtype)
+    const = torch.zeros(d, dtype=dtype, device=W_O.device)
     if b_V is not None:
         const = const + torch.einsum("he,hed->d", b_V, W_O)
     if dense.bias is not None:
