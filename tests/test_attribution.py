@@ -441,10 +441,13 @@ def test_topk_activation_through_partition_equals_topk() -> None:
 @pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
 def test_frozen_run_active_features_are_the_transcoders(activation: str) -> None:
     """The frozen forward's active features (ReLU read off the pre-activations directly) are exactly the
-    non-zero entries of Transcoder.activation on the true MLP inputs."""
+    non-zero entries of Transcoder.activation on the true MLP inputs, also when the encoder product's
+    reused buffer holds a longer prompt's products from before."""
     model = tiny_neox()
     tcs = random_transcoders(model, activation=activation, n_features=32)
-    run = ReplacementModel(model, tcs).run(torch.arange(13))
+    rm = ReplacementModel(model, tcs)
+    rm.run(torch.arange(40) % 7)
+    run = rm.run(torch.arange(13))
     for Ly in run.layers:
         tc = tcs[Ly.index]
         act = tc.activation(tc.pre_activation(Ly.mlp_in))
