@@ -15,6 +15,10 @@ and feature pairs) and compares everything the graph holds:
 * the float64 completeness check (incoming edges sum to each feature's pre-activation and to
   the target logit) holds to 1e-6 relative on the GPU graph.
 
+Then, where anndata is installed, it runs the CLI on a tiny model and dataset: ``circuitdb
+attribute --float64 --max-feature-nodes 30`` once with ``--device cpu`` and once with the GPU,
+and compares the two graphs the same way.
+
 It prints one line per case and exits 1 if any case fails. Usage::
 
     python benchmarks/check_gpu.py            # cuda:0
@@ -24,7 +28,11 @@ It prints one line per case and exits 1 if any case fails. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,6 +80,50 @@ def _completeness(g: AttributionGraph) -> float:
     return float(((got - want).abs() / want.abs().clamp_min(1e-3)).max())
 
 
+def _cli_case(dev: torch.device) -> bool:
+    """``circuitdb attribute`` with ``--device cpu`` and with ``dev`` on a tiny saved model and dataset."""
+    try:
+        import anndata as ad
+        import numpy as np
+        import pandas as pd
+    except ImportError:
+        print("skip CLI   anndata is not installed here")
+        return True
+    with contextlib.suppress(AttributeError):  # pandas 3 strings: anndata >= 0.11 writes them when asked to
+        ad.settings.allow_write_nullable_strings = True
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = tiny_neox(dtype=torch.float32, ctx=512)
+        model.save_pretrained(root / "model")
+        tiny_tokenizer().save_pretrained(root / "model")
+        (root / "model" / "circuitdb.json").write_text(json.dumps({"label_key": "cell_type", "top_k": 12, "cell_types": CELL_TYPES}))
+        for layer, tc in random_transcoders(model, dtype=torch.float32, n_features=48, k=6).items():
+            tc.save(root / "tc" / f"layer_{layer}")
+        X = np.random.default_rng(0).poisson(1.0, size=(4, len(GENES))).astype(np.float32)
+        obs = pd.DataFrame({"cell_type": ["CD19+ B", "CD56+ NK", "Dendritic", "CD19+ B"]}, index=[f"cell{i}" for i in range(4)])
+        a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=GENES))
+        a.raw = a
+        a.write_h5ad(root / "data.h5ad")
+        graphs = []
+        for d in ("cpu", str(dev)):
+            out = root / f"graph_{d.replace(':', '_')}.pt"
+            cmd = [sys.executable, "-m", "circuitdb", "--hide-progress", "attribute", "--model", str(root / "model"),
+                   "--transcoders", str(root / "tc"), str(root / "data.h5ad"), "--cell", "cell1", "--float64",
+                   "--max-feature-nodes", "30", "--device", d, "--out", str(out)]
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)  # cwd: the installed package, not a checkout's
+            if r.returncode != 0:
+                print(f"FAIL CLI   --device {d}: rc {r.returncode}: {r.stderr.strip()[-300:]}")
+                return False
+            graphs.append(AttributionGraph.load(out))
+    cpu, gpu = graphs
+    same_nodes = [nd.key for nd in cpu.nodes] == [nd.key for nd in gpu.nodes]
+    diff, comp = _rel(gpu.adjacency, cpu.adjacency), _completeness(gpu)
+    ok = same_nodes and diff <= TOLERANCE and comp < 1e-6
+    print(f"{'ok  ' if ok else 'FAIL'} CLI      circuitdb attribute --device {dev} vs cpu: nodes={len(gpu.nodes)} same nodes={same_nodes} "
+          f"adjacency={diff:.1e} completeness={comp:.1e}")
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -102,6 +154,7 @@ def main() -> int:
               f"same nodes={same_nodes} same head/pair index={same_heads} "
               + " ".join(f"{k}={v:.1e}" for k, v in diffs.items())
               + f" completeness={comp:.1e} | cpu {t1 - t0:.2f}s gpu {t2 - t1:.2f}s", flush=True)
+    failed += not _cli_case(dev)
     print("check_gpu: all cases agree" if not failed else f"check_gpu: {failed} case(s) FAILED")
     return 1 if failed else 0
 

@@ -77,6 +77,19 @@ def test_attribute_cli_bad_input(setup, capsys, extra, cell, tc, message) -> Non
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("device,message", [
+    ("gpu0", "unknown --device 'gpu0'"),
+    ("mps" if torch.cuda.is_available() else "cuda", "available here; use --device cpu"),
+])
+def test_attribute_cli_bad_device(setup, capsys, device, message) -> None:  # noqa: ANN001
+    """A device this machine lacks is a one-line error before any data is read, and nothing is written."""
+    out = setup / "out" / f"device-{device}.pt"
+    code, err = _run(_args(setup, "--device", device, "--out", str(out)), capsys)
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_attribute_cli_prompt_too_long(setup, capsys, tmp_path) -> None:  # noqa: ANN001
     import shutil
 

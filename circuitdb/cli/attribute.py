@@ -27,11 +27,11 @@ def _no_grad(fn):  # type: ignore[no-untyped-def]
     return wrapper
 
 
-def _load_model(model_dir: Path, use_f64: bool) -> tuple[Any, Any]:
+def _load_model(model_dir: Path, use_f64: bool, device: str = "cpu") -> tuple[Any, Any]:
     """Model + fast tokenizer through the shared loader (float64 models are loaded as float32 then cast)."""
     from circuitdb.loaders.model import load_model
 
-    loaded = load_model(model_dir)
+    loaded = load_model(model_dir, device=device)
     model = loaded.model.double() if use_f64 else loaded.model
     return model.eval(), loaded.tokenizer
 
@@ -62,11 +62,13 @@ def _find_cell(adata: Any, cell_id: str, opts: Any) -> Any:
 @click.option("--batch-size", type=int, default=0, show_default=True, help="Rows per batched backward pass (0: automatic).")
 @click.option("--head-split-nodes", type=int, default=32, show_default=True, help="Nodes whose incoming edges are split per head.")
 @click.option("--float64", "use_f64", is_flag=True, help="Attribute in float64 (exact sums).")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda or cuda:N: where the model, transcoders and batched passes run (the graph is written from the CPU).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output .pt (a .json beside it when the exporter is available).")
 @_no_grad
 def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contrast: str | None, answer: str | None,
                   label_key: str | None, top_k: int | None, max_feature_nodes: int, batch_size: int, head_split_nodes: int,
-                  use_f64: bool, out: Path) -> None:
+                  use_f64: bool, device: str, out: Path) -> None:
     """Attribution graph of one cell of DATA: genes -> transcoder features -> cell-type answer.
 
     Writes OUT (.pt, an AttributionGraph) and, when the graph exporter is installed,
@@ -79,8 +81,13 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
     from circuitdb.loaders.prompts import DEFAULT_ORGANISM, PromptTemplate
     from circuitdb.loaders.sentences import SentenceOptions
 
+    from circuitdb.loaders.model import _check_device
+
     if max_feature_nodes < 0 or batch_size < 0 or head_split_nodes < 0:
         raise InputError("--max-feature-nodes, --batch-size and --head-split-nodes must be >= 0")
+    dev = _check_device(device)  # before any data is read: a missing GPU is a one-line error
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: attribution runs on cpu or cuda; use --device cpu")
     meta = model_card(model_dir) if model_dir.is_dir() else {}
     label_key = label_key or meta.get("label_key") or "bulk_labels"
     top_k = top_k or int(meta.get("top_k", 0) or 0) or 200
@@ -96,8 +103,8 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
         raise InputError(f"cell type {answer!r} is not among the model's answers {candidates}; pass --answer with one of them")
     if contrast is not None and contrast not in candidates:
         raise InputError(f"--contrast {contrast!r} is not among the model's answers {candidates}; pick one of them")
-    model, tokenizer = _load_model(model_dir, use_f64)
-    rm = ReplacementModel(model, load_transcoders(tc_dir, dtype=dtype))
+    model, tokenizer = _load_model(model_dir, use_f64, device)
+    rm = ReplacementModel(model, load_transcoders(tc_dir, dtype=dtype, device=dev))
     detail(f"cell {cell_id}: {cell.n_genes} genes, label {cell.label!r}; {len(candidates)} candidate types")
     with progress() as bar:
         tasks: dict[str, Any] = {}
