@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -88,3 +89,27 @@ def random_transcoders(model, *, n_features: int = 64, activation: str = "topk",
                 tc.W_skip.copy_(0.1 * dec_scale * torch.randn(ad.d_model, ad.d_model, generator=g) / ad.d_model**0.5)
         out[layer] = tc.to(dtype).eval()
     return out
+
+
+def write_cli_inputs(root, *, top_k: int, n_features: int, k: int) -> None:  # noqa: ANN001
+    """A saved tiny model (with its tokenizer and model card), its transcoders and a 4-cell ``data.h5ad``
+    under ``root`` (``model/``, ``tc/``, ``data.h5ad``): the inputs of ``circuitdb attribute``."""
+    import json
+
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    with contextlib.suppress(AttributeError):  # pandas 3 strings: anndata >= 0.11 writes them when asked to
+        ad.settings.allow_write_nullable_strings = True
+    model = tiny_neox(dtype=torch.float32, ctx=512)
+    model.save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    (root / "model" / "circuitdb.json").write_text(json.dumps({"label_key": "cell_type", "top_k": top_k, "cell_types": CELL_TYPES}))
+    for layer, tc in random_transcoders(model, dtype=torch.float32, n_features=n_features, k=k).items():
+        tc.save(root / "tc" / f"layer_{layer}")
+    X = np.random.default_rng(0).poisson(1.0, size=(4, len(GENES))).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": ["CD19+ B", "CD56+ NK", "Dendritic", "CD19+ B"]}, index=[f"cell{i}" for i in range(4)])
+    a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=GENES))
+    a.raw = a
+    a.write_h5ad(root / "data.h5ad")

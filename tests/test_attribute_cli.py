@@ -5,37 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from attr_fixtures import CELL_TYPES, GENES, random_transcoders, tiny_neox, tiny_tokenizer
+from attr_fixtures import random_transcoders, tiny_neox, write_cli_inputs
 from circuitdb.attribution.graph import AttributionGraph
 from circuitdb.cli import main
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):  # noqa: ANN001, ANN201
-    import anndata as ad
-    import pandas as pd
-
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("attr_cli")
-    model = tiny_neox(dtype=torch.float32, ctx=512)
-    model.save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    (root / "model" / "circuitdb.json").write_text(json.dumps({"label_key": "cell_type", "top_k": 6, "cell_types": CELL_TYPES}))
-    for layer, tc in random_transcoders(model, dtype=torch.float32, n_features=16, k=3).items():
-        tc.save(root / "tc" / f"layer_{layer}")
+    write_cli_inputs(root, top_k=6, n_features=16, k=3)
     for layer, tc in random_transcoders(tiny_neox(d=16), dtype=torch.float32).items():
         tc.save(root / "tc_other" / f"layer_{layer}")
-    rng = np.random.default_rng(0)
-    X = rng.poisson(1.0, size=(4, len(GENES))).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": ["CD19+ B", "CD56+ NK", "Dendritic", "CD19+ B"]}, index=[f"cell{i}" for i in range(4)])
-    a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=GENES))
-    a.raw = a
-    a.write_h5ad(root / "data.h5ad")
     yield root
     torch.set_num_threads(n)
 
