@@ -74,7 +74,8 @@ def _torch_dtype(dtype: str) -> Any:
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 
-def _check_device(device: str) -> Any:
+def check_device(device: str) -> Any:
+    """``torch.device(device)``, or an :class:`InputError` naming the fix when it is unknown or absent here."""
     import torch
 
     try:
@@ -269,7 +270,7 @@ def load_model(
         architecture, or a hub id that can't be fetched here.
     """
     torch_dtype = _torch_dtype(dtype)
-    dev = _check_device(device)
+    dev = check_device(device)
     d = _resolve(name_or_dir, revision)
     _check_dir(d)
 

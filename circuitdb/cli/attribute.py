@@ -81,11 +81,11 @@ def attribute_cmd(data: str, model_dir: Path, tc_dir: Path, cell_id: str, contra
     from circuitdb.loaders.prompts import DEFAULT_ORGANISM, PromptTemplate
     from circuitdb.loaders.sentences import SentenceOptions
 
-    from circuitdb.loaders.model import _check_device
+    from circuitdb.loaders.model import check_device
 
     if max_feature_nodes < 0 or batch_size < 0 or head_split_nodes < 0:
         raise InputError("--max-feature-nodes, --batch-size and --head-split-nodes must be >= 0")
-    dev = _check_device(device)  # before any data is read: a missing GPU is a one-line error
+    dev = check_device(device)  # before any data is read: a missing GPU is a one-line error
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"--device {device}: attribution runs on cpu or cuda; use --device cpu")
     meta = model_card(model_dir) if model_dir.is_dir() else {}
