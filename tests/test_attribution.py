@@ -517,19 +517,20 @@ def test_point_gradients_cross_attention_as_rows_of_the_pattern() -> None:
 
 
 def test_nonzero_entries_through_numpy_match_torch() -> None:
-    """The frozen run's active-feature finder: the entries that are not ``<= 0`` (NaN included) or not zero,
-    in row-major order, as torch.nonzero gives them."""
+    """The frozen run's active-feature finder: the entries that are not ``<= floor`` per column (NaN
+    included) or not zero, in row-major order, as torch.nonzero gives them."""
     from circuitdb.attribution.replacement import _nonzero_2d
 
     x = torch.randn(7, 33)
     x[x.abs() < 0.3] = 0.0
     x[2, 5] = float("nan")
     x[4, 0] = -0.0
-    for nonpositive, want in ((True, torch.logical_not(x <= 0)), (False, x != 0)):
-        pos, idx = _nonzero_2d(x, nonpositive=nonpositive)
+    zero, floor = torch.zeros(33), 0.5 * torch.randn(33)
+    for fl, want in ((zero, torch.logical_not(x <= 0)), (None, x != 0), (floor, torch.logical_not(x <= floor))):
+        pos, idx = _nonzero_2d(x, floor=fl)
         wp, wi = want.nonzero(as_tuple=True)
         assert torch.equal(pos, wp) and torch.equal(idx, wi)
-    assert (2, 5) in set(zip(*[t.tolist() for t in _nonzero_2d(x, nonpositive=True)]))
+    assert (2, 5) in set(zip(*[t.tolist() for t in _nonzero_2d(x, floor=zero)]))
 
 
 def test_target_logits_of_some_tokens_are_those_of_the_whole_vocabulary() -> None:

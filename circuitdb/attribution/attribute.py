@@ -41,7 +41,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -136,6 +136,17 @@ class _Row:
     pos: int
     vec: torch.Tensor
     const: float
+
+
+def _runs(keys: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """``(a, b)`` of each maximal run of equal ``keys[a:b]`` (rows injected at one layer), in order."""
+    a = 0
+    while a < len(keys):
+        b = a + 1
+        while b < len(keys) and keys[b] == keys[a]:
+            b += 1
+        yield a, b
+        a = b
 
 
 class _RowBatch(NamedTuple):
@@ -446,13 +457,8 @@ class _Engine:
                 out = torch.zeros(len(rows), self.lay.n, dtype=self.run.dtype, device=self.run.x0.device)
             else:
                 out.zero_()
-            a = 0
-            while a < len(rows):
-                b = a + 1
-                while b < len(rows) and rows[b].layer == rows[a].layer:
-                    b += 1
+            for a, b in _runs([r.layer for r in rows]):
                 self._backward_group(rows[a:b], out[a:b])
-                a = b
             return out
         return self._backward_general(rows, g_top=g_top, start=start, diag_only=diag_only, spawn=spawn)
 
@@ -640,11 +646,7 @@ class _Engine:
         dev = run.x0.device
         res = torch.zeros(R, L, H, n_nodes, dtype=run.dtype, device=dev)
         col_map = col_map.to(dev)
-        a = 0
-        while a < R:
-            b = a + 1
-            while b < R and rows[b].layer == rows[a].layer:
-                b += 1
+        for a, b in _runs([r.layer for r in rows]):
 
             def spawn(layer: int, g: _Grad, a: int = a) -> None:
                 n_rows = g.n_rows
@@ -664,7 +666,6 @@ class _Engine:
 
             scratch = torch.zeros(b - a, lay.n, dtype=run.dtype, device=dev)
             self._backward_group(rows[a:b], scratch, diag_only=True, spawn=spawn)
-            a = b
         return res
 
 
@@ -910,13 +911,8 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             batch = kept[a: a + batch_size]
             rows = rows_buf[: len(batch)]
             rows.zero_()
-            i = 0
-            while i < len(batch):  # runs of one layer (as Engine.backward)
-                j = i + 1
-                while j < len(batch) and fl[batch[j]] == fl[batch[i]]:
-                    j += 1
+            for i, j in _runs([fl[f] for f in batch]):  # runs of one layer (as Engine.backward)
                 eng._backward_group(feat_rows(batch[i:j]), rows[i:j])
-                i = j
             dst = adjacency[a: a + len(batch)]
             dst[:, :m] = rows[:, :m].cpu()
             dst[:, m:] = torch.zeros(len(batch), n - m, dtype=dt, device=dev).index_add_(1, tail_map, rows[:, m:]).cpu()
@@ -942,18 +938,13 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             new: list[tuple[list[int], int, torch.Tensor]] = []
             for c in range(0, len(batch), sub):
                 part = batch[c: c + sub]
-                i = 0
-                while i < len(part):
-                    j = i + 1
-                    while j < len(part) and fl[part[j]] == fl[part[i]]:
-                        j += 1
+                for i, j in _runs([fl[f] for f in part]):
                     layer = fl[part[i]]
                     if layer not in below:
                         below[layer] = lay.below(layer)
                     blk = torch.zeros(j - i, below[layer].n, dtype=dt, device=dev)
                     eng._backward_group(feat_rows(part[i:j]), blk, lay=below[layer])
                     new.append((part[i:j], layer, blk))
-                    i = j
             order.extend(batch)
             visited[batch] = True
             # each new row passes its own (pre-batch) influence estimate on to its sources
