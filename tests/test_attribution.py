@@ -418,24 +418,33 @@ def test_completeness_on_the_demo_model() -> None:
     assert abs(float(logits[g.metadata["target"]["token_id"]]) - g.metadata["target"]["value"]) < 1e-6
 
 
-def test_topk_activation_through_partition_equals_topk() -> None:
-    """The frozen forward's TopK through numpy's partition: the same activations as Transcoder.activation,
-    also with ties at the k-th value (then it falls back to torch.topk) and for other activations."""
-    from circuitdb.attribution.replacement import _activation
+def test_topk_active_through_partition_equals_topk() -> None:
+    """The frozen forward's TopK through numpy's partition: the same active entries (positions, indices,
+    values, row-major) as the non-zero entries of Transcoder.activation; with ties at the k-th value,
+    or for other activations, it declines (the caller then uses Transcoder.activation)."""
+    from circuitdb.attribution.replacement import _topk_active
     from circuitdb.transcoder.model import Transcoder, TranscoderConfig
 
     g = torch.Generator().manual_seed(3)
     tc = Transcoder(TranscoderConfig(d_in=8, d_features=40, activation="topk", k=5))
     for dtype in (torch.float32, torch.float64):
-        pre = torch.randn(3, 17, 40, generator=g, dtype=dtype)
-        pre[0, 0, :] = -1.0  # every top-5 value is negative: all zero after the ReLU
-        got, want = _activation(tc, pre), tc.activation(pre)
-        assert torch.equal(got, want) and int((got != 0).sum(-1).max()) == 5
+        pre = torch.randn(17, 40, generator=g, dtype=dtype)
+        pre[0, :] = -1.0 - torch.rand(40, generator=g, dtype=dtype)  # every top-5 value is negative: none active
+        pre[1, :3] = -pre[1, :3].abs()
+        pre[1, 3:] = -5.0 - pre[1, 3:].abs()  # three of its top 5 are negative
+        pre[1, 0] = 1.0
+        pos, idx, vals = _topk_active(tc, pre)
+        act = tc.activation(pre)
+        want_pos, want_idx = act.nonzero(as_tuple=True)
+        assert torch.equal(pos, want_pos) and torch.equal(idx, want_idx) and torch.equal(vals, act[want_pos, want_idx])
+        assert vals.dtype == dtype and not bool((pos == 0).any()) and int((pos == 1).sum()) == 1
+        assert int(pos.numel()) == 5 * 15 + 1
     tied = torch.randn(6, 40, generator=g)
     tied[2, :8] = 10.0  # eight entries tie for the top 5
-    assert torch.equal(_activation(tc, tied), tc.activation(tied)) and int((tc.activation(tied)[2] != 0).sum()) == 5
+    assert _topk_active(tc, tied) is None
     relu = Transcoder(TranscoderConfig(d_in=8, d_features=40, activation="relu"))
-    assert torch.equal(_activation(relu, tied), torch.relu(tied))
+    assert _topk_active(relu, tied) is None
+    assert _topk_active(tc, tied.requires_grad_(True)) is None
 
 
 @pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
