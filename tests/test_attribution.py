@@ -200,6 +200,18 @@ def test_rows_in_the_narrow_layout_are_the_full_rows(arch: str) -> None:
         assert int(rest.sum()) == eng.lay.n - sub.n
         assert not full[:, rest].any()
         assert float(full.abs().max()) > 0.1
+        # with totals: the same sources, then per MLP output below l its features' columns plus its error's
+        tot = eng.lay.below(Ly.index, totals=True)
+        got_t = torch.zeros(len(rows), tot.n, dtype=run.dtype)
+        eng._backward_group(rows, got_t, lay=tot)
+        assert tot.tot0 == sub.n and tot.n == sub.n + Ly.index * run.n_pos
+        assert torch.equal(got_t[:, : sub.n], got)
+        for lo in run.layers[: Ly.index]:
+            slot = lo.index * run.n_pos + lo.feat_pos
+            want = got[:, sub.err0 + lo.index * run.n_pos: sub.err0 + (lo.index + 1) * run.n_pos].clone()
+            want.index_add_(1, slot - lo.index * run.n_pos, got[:, eng.lay.feat_off[lo.index]: eng.lay.feat_off[lo.index + 1]])
+            have = got_t[:, tot.tot0 + lo.index * run.n_pos: tot.tot0 + (lo.index + 1) * run.n_pos]
+            assert torch.allclose(have, want, rtol=0, atol=1e-12 * float(want.abs().max())) and float(have.abs().max()) > 0
 
 
 def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # noqa: ANN001
@@ -216,10 +228,11 @@ def test_rows_without_the_decoder_cache_are_the_same(monkeypatch) -> None:  # no
     own = [Ly.dec_pad for Ly in run.layers]
     for Ly in run.layers:  # the run's rows: each feature's output at (position, slot), zeros in the padding,
         assert Ly.dec_pad is not None and Ly.feat_slot is not None  # then the error and b_dec
-        kmax = int(Ly.dec_pad.shape[1]) - 2
+        kmax = int(Ly.dec_pad.shape[1]) - 3
         assert torch.equal(Ly.dec_pad[Ly.feat_pos, Ly.feat_slot], Ly.feat_act[:, None] * Ly.W_dec[Ly.feat_idx])
         assert int((Ly.dec_pad[:, :kmax].abs().sum(-1) > 0).sum()) <= Ly.feat_pos.numel()
         assert torch.equal(Ly.dec_pad[:, kmax], Ly.error) and bool((Ly.dec_pad[:, kmax + 1] == Ly.b_dec).all())
+        torch.testing.assert_close(Ly.dec_pad[:, kmax + 2], Ly.dec_pad[:, :kmax].sum(1) + Ly.error, rtol=1e-12, atol=1e-12)
         Ly.dec_pad = None
     eng = _Engine(run)
     assert torch.equal(eng.backward(rows), cached)

@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Mapping, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -174,14 +175,19 @@ class _Layout:
         self.tok0 = self.err0 + self.L * self.P
         self.bias0 = self.tok0 + self.P
         self.n = self.bias0 + self.L + 1
+        #: with totals: columns ``tot0 + layer * P + p`` after the sources hold, per MLP output, the
+        #: direct effect of all its active features plus its error (``None``: not recorded)
+        self.tot0: int | None = None
 
-    def below(self, layer: int) -> "_Layout":
+    def below(self, layer: int, *, totals: bool = False) -> "_Layout":
         """The narrower layout of rows injected at ``layer``: only the sources they can have.
 
         Features and errors of the layers below ``layer``, then the tokens and all biases (the
         same order as the full layout). A row injected at ``layer`` writes nothing into the
         features and errors of ``layer`` and above, so its row in this layout is the full row
-        without those (zero) columns: see :meth:`columns`.
+        without those (zero) columns: see :meth:`columns`. ``totals``: then one total per MLP
+        output below ``layer`` (see :attr:`tot0`), so a graph that drops features can fold them
+        into the error nodes without reading their columns.
         """
         out = object.__new__(_Layout)
         out.L, out.P = self.L, self.P
@@ -191,6 +197,10 @@ class _Layout:
         out.tok0 = out.err0 + min(layer, self.L) * self.P
         out.bias0 = out.tok0 + self.P
         out.n = out.bias0 + self.L + 1
+        out.tot0 = None
+        if totals:
+            out.tot0 = out.n
+            out.n += min(layer, self.L) * self.P
         return out
 
     def columns(self, layer: int) -> torch.Tensor:
@@ -334,7 +344,7 @@ class _Engine:
         self.lay = _Layout(run)
         self.L = self.lay.L
         self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
-        self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: record matrices (P, kmax + 2, d), for runs without one
+        self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: record matrices (P, kmax + 3, d), for runs without one
         self._dec_bytes = 0
         # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
         for Ly in run.layers:
@@ -357,29 +367,33 @@ class _Engine:
         return self._slot_cache[layer]
 
     def _record_mlp(self, out: torch.Tensor, layer: int, g_m: torch.Tensor, lay: _Layout) -> None:
-        """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``.
+        """Features, errors and b_dec of ``layer`` from the gradient at its MLP output ``g_m (R, Q, d)``
+        (and the totals, where ``lay`` has them).
 
         One batched product over positions with the padded record matrix (:meth:`_decoder`: the
-        features' outputs, the error and ``b_dec`` per position).
+        features' outputs, the error, ``b_dec`` and the total per position).
         """
         run = self.run
         Ly = run.layers[layer]
         R, Q, d = g_m.shape
         n_l = int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)).item()) if Ly.feat_pos.numel() else 0
         slot, kmax = self._slots(layer)
-        dec = self._decoder(layer, Q, g_m.dtype)[:Q]  # (Q, kmax + 2, d)
+        dec = self._decoder(layer, Q, g_m.dtype)[:Q]  # (Q, kmax + 3, d)
         if 8 <= R <= 48:  # medium batches: the record matrix first is the faster product here
-            res = torch.bmm(dec, g_m.permute(1, 2, 0))  # (Q, kmax + 2, R)
-            feats, err, bias = res[Ly.feat_pos[:n_l], slot[:n_l]], res[:, kmax], res[:, kmax + 1]  # (n_l, R), (Q, R), (Q, R)
+            res = torch.bmm(dec, g_m.permute(1, 2, 0))  # (Q, kmax + 3, R)
+            feats, err, bias, tot = res[Ly.feat_pos[:n_l], slot[:n_l]], res[:, kmax], res[:, kmax + 1], res[:, kmax + 2]  # (n_l, R), (Q, R) x 3
         else:
-            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax + 2)
-            feats, err, bias = res[Ly.feat_pos[:n_l], :, slot[:n_l]], res[:, :, kmax], res[:, :, kmax + 1]
+            res = torch.bmm(g_m.transpose(0, 1), dec.transpose(1, 2))  # (Q, R, kmax + 3)
+            feats, err, bias, tot = res[Ly.feat_pos[:n_l], :, slot[:n_l]], res[:, :, kmax], res[:, :, kmax + 1], res[:, :, kmax + 2]
         if n_l:
             off = lay.feat_off[layer]
             out[:, off: off + n_l] = feats.T
         e0 = lay.err0 + layer * lay.P
         out[:, e0: e0 + Q] = err.T
         out[:, lay.bias0 + layer] += bias.sum(0)
+        if lay.tot0 is not None:
+            t0 = lay.tot0 + layer * lay.P
+            out[:, t0: t0 + Q] = tot.T
 
     def _record_mlp_point(self, out: torch.Tensor, layer: int, pos: torch.Tensor, g: torch.Tensor, lay: _Layout) -> None:
         """As :meth:`_record_mlp` for rows whose gradient sits at one position each: ``g (R, d)`` at ``pos (R,)``."""
@@ -398,9 +412,9 @@ class _Engine:
             rank[order] = torch.arange(R, device=g.device) - (torch.cumsum(cnt, 0) - cnt)[inv[order]]
             g_pad = torch.zeros(int(upos.numel()), int(cnt.max()), g.shape[1], dtype=g.dtype, device=g.device)
             g_pad[inv, rank] = g
-            res = torch.bmm(dec[upos], g_pad.transpose(1, 2))[inv, :, rank]  # (R, kmax + 2)
+            res = torch.bmm(dec[upos], g_pad.transpose(1, 2))[inv, :, rank]  # (R, kmax + 3)
         else:
-            res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax + 2)
+            res = torch.bmm(dec[pos], g[:, :, None])[:, :, 0]  # (R, kmax + 3)
         if kmax:
             first = torch.searchsorted(Ly.feat_pos, pos)
             count = torch.searchsorted(Ly.feat_pos, pos, right=True) - first
@@ -410,10 +424,13 @@ class _Engine:
             out[rr[:, None].expand(R, kmax)[mask], cols[mask]] = res[:, :kmax][mask]
         out[rr, lay.err0 + layer * lay.P + pos] = res[:, kmax]
         out[:, lay.bias0 + layer] += res[:, kmax + 1]
+        if lay.tot0 is not None:
+            out[rr, lay.tot0 + layer * lay.P + pos] = res[:, kmax + 2]
 
     def _decoder(self, layer: int, Q: int, dtype: torch.dtype) -> torch.Tensor:
-        """``layer``'s record matrix ``(>= Q, kmax + 2, d)``: the active features' activation-scaled decoder
-        rows padded per position, then the error and ``b_dec`` (the layout of :attr:`FrozenLayer.dec_pad`).
+        """``layer``'s record matrix ``(>= Q, kmax + 3, d)``: the active features' activation-scaled decoder
+        rows padded per position, then the error, ``b_dec`` and the features' sum plus the error (the
+        layout of :attr:`FrozenLayer.dec_pad`).
 
         The frozen run's own matrix when it has one; else built from ``W_dec`` (the same products)
         and cached while under ``_DEC_CACHE_BYTES``.
@@ -431,8 +448,10 @@ class _Engine:
         n_b = Ly.feat_pos.numel() if keep else int(torch.searchsorted(Ly.feat_pos, torch.tensor(Q, device=Ly.feat_pos.device)))
         n_pos = lay.P if keep else Q
         dec = padded_decoder(Ly.W_dec, Ly.feat_pos[:n_b], Ly.feat_idx[:n_b], Ly.feat_act[:n_b], n_pos, kmax=kmax)[0].to(dtype)
+        feat_sum = dec.sum(1)  # the extra slots are still zero (as in the frozen run)
         dec[:, kmax] = Ly.error[:n_pos]
         dec[:, kmax + 1] = Ly.b_dec
+        dec[:, kmax + 2] = feat_sum + Ly.error[:n_pos]
         if keep:
             self._dec_cache[layer] = dec
             self._dec_bytes += size
@@ -941,7 +960,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
                 for i, j in _runs([fl[f] for f in part]):
                     layer = fl[part[i]]
                     if layer not in below:
-                        below[layer] = lay.below(layer)
+                        below[layer] = lay.below(layer, totals=True)
                     blk = torch.zeros(j - i, below[layer].n, dtype=dt, device=dev)
                     eng._backward_group(feat_rows(part[i:j]), blk, lay=below[layer])
                     new.append((part[i:j], layer, blk))
@@ -950,7 +969,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             # each new row passes its own (pre-batch) influence estimate on to its sources
             updates = []
             for feats, layer, blk in new:
-                ab = blk.abs()
+                ab = blk[:, : below[layer].tot0].abs()  # the sources (not the totals)
                 w = scores[torch.tensor(feats, device=dev)].clamp_min(0) / ab.sum(1).clamp_min(1e-30)
                 updates.append((lay.feat_off[layer], w, ab))
             for nf, w, ab in updates:
@@ -963,14 +982,29 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
         nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
         n = len(nodes)
-        # every feature node's row (nodes 0..len(kept)-1) is written whole by its block below
-        adjacency = torch.empty(n, n, dtype=dt)
-        adjacency[len(kept):].zero_()
+        adjacency = _zeros(n, n, dt)
         col_map_dev = col_map.to(dev)
-        cmap = {layer: col_map_dev[lay.columns(layer).to(dev)] for layer in below}
-        for feats, layer, blk in blocks:  # map source columns to nodes, a block at a time
-            mapped = torch.zeros(len(feats), n, dtype=dt, device=dev).index_add_(1, cmap[layer], blk)
-            adjacency.index_copy_(0, torch.tensor([feat_node[f] for f in feats], dtype=torch.long), mapped.cpu())
+        # A block's rows have sources only among the kept features of lower layers (nodes 0..K-1,
+        # their columns are their feature indices), the error nodes of lower layers, the genes and
+        # the biases: those ranges of its rows are written, the rest stays zero. A dropped feature
+        # folds into its error node: the node's edge is the MLP output's total (all its features
+        # plus its error) less the kept features, so the dropped features' columns are not read.
+        kept_cpu = torch.tensor(kept, dtype=torch.long)
+        kept_t_dev = kept_cpu.to(dev)
+        kept_slot = (feat_layer[kept_cpu] * P + feat_pos[kept_cpu]).to(dev)  # each kept feature's MLP output (layer, pos)
+        kept_below = torch.searchsorted(feat_layer[kept_cpu], torch.arange(L + 1)).tolist()  # kept features of layers < l
+        gene0 = err_node0 + L * P
+        tok_map = col_map_dev[lay.tok0: lay.bias0] - gene0
+        for feats, layer, blk in blocks:
+            b, K = below[layer], kept_below[layer]
+            rows = torch.tensor([feat_node[f] for f in feats], dtype=torch.long)
+            kept_cols = blk.index_select(1, kept_t_dev[:K])
+            err = blk[:, b.tot0: b.tot0 + layer * P].index_add(1, kept_slot[:K], kept_cols, alpha=-1)
+            genes = torch.zeros(len(feats), bias_node0 - gene0, dtype=dt, device=dev).index_add_(1, tok_map, blk[:, b.tok0: b.bias0])
+            adjacency[rows, :K] = kept_cols.cpu()
+            adjacency[rows, err_node0: err_node0 + layer * P] = err.cpu()
+            adjacency[rows, gene0: bias_node0] = genes.cpu()
+            adjacency[rows, bias_node0: bias_node0 + L + 1] = blk[:, b.bias0: b.tot0].cpu()
         assert sum(len(f) for f, _, _ in blocks) == len(kept)
         del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
@@ -1023,6 +1057,18 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
     }
     return AttributionGraph(nodes=nodes, adjacency=adjacency, head_edges=head_edges, head_weights=head_weights, values=values,
                             metadata=metadata, pair_index=pair_index, pair_virtual=pair_virtual)
+
+
+def _zeros(n: int, m: int, dtype: torch.dtype) -> torch.Tensor:
+    """A zero ``(n, m)`` CPU tensor whose pages are zeroed by the OS when first touched (``calloc``).
+
+    A graph's adjacency is mostly rows that stay zero (errors, genes, biases): they are never
+    written and so cost no time (``torch.zeros`` writes every byte).
+    """
+    np_dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
+    if np_dtype is None:
+        return torch.zeros(n, m, dtype=dtype)
+    return torch.from_numpy(np.zeros((n, m), dtype=np_dtype))
 
 
 def _node_layout(run: FrozenRun, lay: _Layout, prep: _Prepared, tokenizer: Any, tgt: Target, kept: list[int], fl: list[int],

@@ -139,8 +139,9 @@ def _nonzero_2d(x: torch.Tensor, *, floor: torch.Tensor | None = None) -> tuple[
     return flat // F, flat % F
 
 
-#: slots after the features in :attr:`FrozenLayer.dec_pad`: the error, then ``b_dec``
-DEC_EXTRA = 2
+#: slots after the features in :attr:`FrozenLayer.dec_pad`: the error, ``b_dec``, then the features' sum
+#: plus the error (a position's whole MLP output but ``b_dec`` and the skip path)
+DEC_EXTRA = 3
 
 
 def padded_decoder(W_dec: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor, act: torch.Tensor, n_pos: int, *,
@@ -289,10 +290,10 @@ class FrozenLayer:
     feat_idx: torch.Tensor  # (n,) feature index
     feat_act: torch.Tensor  # (n,) activation
     feat_pre: torch.Tensor  # (n,) pre-activation
-    #: ``(P, kmax + 2, d)``, what each position's MLP output is made of, for batched records: each active
+    #: ``(P, kmax + 3, d)``, what each position's MLP output is made of, for batched records: each active
     #: feature's output (activation x decoder row) at ``[feat_pos[i], feat_slot[i]]``, zeros in the
-    #: padding, then the error (slot ``kmax``) and ``b_dec`` (slot ``kmax + 1``) at every position
-    #: (``None``: rebuilt from ``W_dec``)
+    #: padding, then the error (slot ``kmax``), ``b_dec`` (slot ``kmax + 1``) and the sum of the
+    #: features and the error (slot ``kmax + 2``) at every position (``None``: rebuilt from ``W_dec``)
     dec_pad: torch.Tensor | None = None
     feat_slot: torch.Tensor | None = None  # (n,) each active feature's slot among the features at its position
 
@@ -663,6 +664,7 @@ class ReplacementModel:
             error = m_true - tc_out
             dec_pad[:, kmax] = error
             dec_pad[:, kmax + 1] = b_dec
+            dec_pad[:, kmax + 2] = dec + error
             resid.append(x)
             layers.append(FrozenLayer(
                 index=i, parallel=ad.parallel_residual, norm_attn=n_attn, norm_mlp=n_mlp, post_attn=post_attn, post_mlp=post_mlp,
