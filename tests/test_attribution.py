@@ -444,8 +444,8 @@ def test_topk_active_through_partition_equals_topk() -> None:
         pre = torch.randn(17, 40, generator=g, dtype=dtype)
         pre[0, :] = -1.0 - torch.rand(40, generator=g, dtype=dtype)  # every top-5 value is negative: none active
         pre[1, :3] = -pre[1, :3].abs()
-        pre[1, 3:] = -5.0 - pre[1, 3:].abs()  # three of its top 5 are negative
-        pre[1, 0] = 1.0
+        pre[1, 3:] = -5.0 - pre[1, 3:].abs()
+        pre[1, 0] = 1.0  # four of its top 5 are negative: one active
         pos, idx, vals = _topk_active(tc, pre)
         act = tc.activation(pre)
         want_pos, want_idx = act.nonzero(as_tuple=True)
@@ -460,11 +460,17 @@ def test_topk_active_through_partition_equals_topk() -> None:
     assert _topk_active(tc, tied.requires_grad_(True)) is None
 
 
-@pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
-def test_frozen_run_active_features_are_the_transcoders(activation: str) -> None:
-    """The frozen forward's active features (ReLU read off the pre-activations directly) are exactly the
-    non-zero entries of Transcoder.activation on the true MLP inputs, also when the encoder product's
-    reused buffer holds a longer prompt's products from before."""
+@pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu", "topk-fallback"])
+def test_frozen_run_active_features_are_the_transcoders(activation: str, monkeypatch) -> None:  # noqa: ANN001
+    """The frozen forward's active features (ReLU read off the pre-activations directly, TopK from the
+    partial sort or, where that declines, from Transcoder.activation) are exactly the non-zero entries of
+    Transcoder.activation on the true MLP inputs, also when the encoder product's reused buffer holds a
+    longer prompt's products from before."""
+    import circuitdb.attribution.replacement as rep_mod
+
+    if activation == "topk-fallback":
+        monkeypatch.setattr(rep_mod, "_topk_active", lambda tc, pre: None)
+        activation = "topk"
     model = tiny_neox()
     tcs = random_transcoders(model, activation=activation, n_features=32)
     rm = ReplacementModel(model, tcs)
