@@ -1060,10 +1060,12 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
 
 
 def _zeros(n: int, m: int, dtype: torch.dtype) -> torch.Tensor:
-    """A zero ``(n, m)`` CPU tensor whose pages are zeroed by the OS when first touched (``calloc``).
+    """A zero ``(n, m)`` CPU tensor from numpy's ``zeros`` (``calloc``).
 
-    A graph's adjacency is mostly rows that stay zero (errors, genes, biases): they are never
-    written and so cost no time (``torch.zeros`` writes every byte).
+    A large block comes straight from the OS, already zero, and a page costs time only when first
+    touched. A graph's adjacency is mostly rows that are never written (errors, genes, biases),
+    and ``torch.zeros`` would write every byte of them. Small blocks are zeroed by ``calloc``
+    itself, which costs the same as ``torch.zeros``.
     """
     np_dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
     if np_dtype is None:
