@@ -544,6 +544,47 @@ def test_point_gradients_cross_attention_as_rows_of_the_pattern() -> None:
     assert torch.allclose(U1, U2, rtol=0, atol=1e-15) and torch.equal(V1, V2)
 
 
+@pytest.mark.parametrize("form", ["dense", "factored", "point", "one-u-per-row"])
+def test_attention_into_its_inputs_equals_the_transposed_pass(form: str) -> None:
+    """The bottom attention's direct effects on its inputs, taken against the inputs' values per head
+    (no projection back through W_V): per position <attn_transpose(g)[p], y[p]> and, for the norm's
+    bias, sum_p <attn_transpose(g)[p], b>, as the dense transposed pass gives them."""
+    from circuitdb.attribution.replacement import attn_into_inputs, attn_into_inputs_lowrank, attn_transpose
+
+    model = tiny_neox()
+    run = ReplacementModel(model, random_transcoders(model)).run(torch.arange(3, 14))
+    Ly = run.layers[0]
+    P, d = run.n_pos, run.x0.shape[1]
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(P, d, generator=g, dtype=torch.float64)
+    b = torch.randn(d, generator=g, dtype=torch.float64)
+    values, bias_values = torch.einsum("pd,hde->hpe", y, Ly.ov.W_V), torch.einsum("d,hde->he", b, Ly.ov.W_V)
+    U = torch.randn(4, P, 3, generator=g, dtype=torch.float64)
+    u_pos = None
+    if form == "point":  # each shared factor sits at one position
+        u_pos = torch.tensor([0, 4, 10, 7])
+        U = torch.zeros(4, P, 3, dtype=torch.float64)
+        U[torch.arange(4), u_pos] = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    V = torch.randn(6, 3, d, generator=g, dtype=torch.float64)
+    idx = None if form == "one-u-per-row" else torch.tensor([0, 1, 1, 2, 3, 3])
+    if idx is None:
+        U = torch.randn(6, P, 3, generator=g, dtype=torch.float64)
+    dense = torch.bmm(U if idx is None else U[idx], V)  # (R, P, d)
+    through = attn_transpose(Ly.ov, Ly.pattern, dense)
+    want_tok, want_bias = (through * y).sum(-1), (through.sum(1) * b).sum(-1)
+    if form == "dense":
+        tok, bias = attn_into_inputs(Ly.ov, Ly.pattern, values, dense, bias_values)
+    else:
+        tok, bias = attn_into_inputs_lowrank(Ly.ov, Ly.pattern, values, U, V, idx, u_pos, bias_values)
+    scale = float(want_tok.abs().max())
+    assert scale > 0.01
+    assert torch.allclose(tok, want_tok, rtol=0, atol=1e-13 * scale)
+    assert bias is not None and torch.allclose(bias, want_bias, rtol=0, atol=1e-13 * float(want_bias.abs().max()))
+    none = attn_into_inputs(Ly.ov, Ly.pattern, values, dense)[1] if form == "dense" else \
+        attn_into_inputs_lowrank(Ly.ov, Ly.pattern, values, U, V, idx, u_pos)[1]
+    assert none is None
+
+
 def test_nonzero_entries_through_numpy_match_torch() -> None:
     """The frozen run's active-feature finder: the entries that are not ``<= floor`` per column (NaN
     included) or not zero, in row-major order, as torch.nonzero gives them."""

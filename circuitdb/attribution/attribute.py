@@ -48,7 +48,8 @@ import torch
 from torch import nn
 
 from circuitdb.attribution.graph import AttributionGraph, GraphNode
-from circuitdb.attribution.replacement import (DEC_EXTRA, FrozenRun, ReplacementModel, attn_transpose, attn_transpose_lowrank,
+from circuitdb.attribution.replacement import (DEC_EXTRA, FrozenRun, ReplacementModel, attn_into_inputs, attn_into_inputs_lowrank,
+                                                attn_transpose, attn_transpose_lowrank,
                                                 padded_decoder)
 from circuitdb.errors import InputError
 from circuitdb.loaders.prompts import DEFAULT_ORGANISM, GeneSpan, Prompt, PromptTemplate, build_prompt, gene_token_spans
@@ -346,6 +347,7 @@ class _Engine:
         self._slot_cache: dict[int, tuple[torch.Tensor, int]] = {}
         self._dec_cache: dict[int, torch.Tensor] = {}  # per layer: record matrices (P, kmax + 3, d), for runs without one
         self._dec_bytes = 0
+        self._v0: tuple[torch.Tensor, torch.Tensor | None] | None = None  # see _values0
         # per-position ordering of each layer's features (they are sorted by (pos, idx) already)
         for Ly in run.layers:
             assert Ly.feat_pos.numel() == 0 or bool((Ly.feat_pos[1:] >= Ly.feat_pos[:-1]).all())
@@ -523,6 +525,7 @@ class _Engine:
         lay = lay or self.lay
         d = run.x0.shape[1]
         H = int(run.layers[0].pattern.shape[0]) if self.L else 0
+        tok_attn: torch.Tensor | None = None  # the bottom attention's direct effects on the embeddings
         for layer in range(top, -1, -1):
             Ly = run.layers[layer]
             g_u = g_u0 if layer == top else None
@@ -553,14 +556,28 @@ class _Engine:
                     if spawn is not None:
                         spawn(layer, self._cross_heads(Ly, pattern - diag, g_a, Q, factored))
                     pattern = diag
-                if factored:
-                    U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx, g_a.u_points())  # type: ignore[arg-type]
-                    g_y = _Grad(U=U2, V=V2, idx=g_a.idx, point=g_a.point if diag_only else None)
+                if layer == 0 and not diag_only:
+                    # the bottom attention: below it are only the embeddings (and its norm's bias), so
+                    # its direct effects are taken against the embeddings' values per head instead of
+                    # passing the gradient down to the embeddings through W_V
+                    values, bias_values = self._values0()
+                    if factored:
+                        tok_attn, b_attn = attn_into_inputs_lowrank(Ly.ov, pattern, values[:, :Q], g_a.U, g_a.V, g_a.idx,  # type: ignore[arg-type]
+                                                                    g_a.u_points(), bias_values)
+                    else:
+                        tok_attn, b_attn = attn_into_inputs(Ly.ov, pattern, values[:, :Q], g_a.dense(), bias_values)
+                    if b_attn is not None:
+                        out[:, lay.bias0 + layer] += b_attn
+                    G = g_h
                 else:
-                    g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
-                if Ly.norm_attn.bias is not None:
-                    out[:, lay.bias0 + layer] += g_y.pos_sum_dot(Ly.norm_attn.bias)
-                G = g_h + g_y.norm_t(Ly.norm_attn, Q)
+                    if factored:
+                        U2, V2 = attn_transpose_lowrank(Ly.ov, pattern, g_a.U, g_a.V, g_a.idx, g_a.u_points())  # type: ignore[arg-type]
+                        g_y = _Grad(U=U2, V=V2, idx=g_a.idx, point=g_a.point if diag_only else None)
+                    else:
+                        g_y = _Grad(D=attn_transpose(Ly.ov, pattern, g_a.dense()))
+                    if Ly.norm_attn.bias is not None:
+                        out[:, lay.bias0 + layer] += g_y.pos_sum_dot(Ly.norm_attn.bias)
+                    G = g_h + g_y.norm_t(Ly.norm_attn, Q)
             if Ly.parallel and g_from_u is not None:
                 G = g_from_u if G is None else G + g_from_u
             if G is not None and G.point is not None and G.rank > 1:  # still one position per row: back to rank 1
@@ -569,6 +586,18 @@ class _Engine:
                 G = _Grad(D=G.dense())
         if G is not None:
             out[:, lay.tok0: lay.tok0 + Q] = G.dot_positions(run.x0[:Q])
+        if tok_attn is not None:
+            out[:, lay.tok0: lay.tok0 + Q] += tok_attn
+
+    def _values0(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Layer 0's attention values of its inputs: the embeddings' normed linear part times ``W_V``
+        per head ``(H, P, dh)``, and its norm's bias times ``W_V`` ``(H, dh)`` (``None``: no bias)."""
+        if self._v0 is None:
+            Ly = self.run.layers[0]
+            values = torch.einsum("pd,hde->hpe", Ly.norm_attn.apply(self.run.x0), Ly.ov.W_V)
+            b = Ly.norm_attn.bias
+            self._v0 = (values, torch.einsum("d,hde->he", b, Ly.ov.W_V) if b is not None else None)
+        return self._v0
 
     @staticmethod
     def _cross_heads(Ly: Any, off: torch.Tensor, g_a: _Grad, Q: int, factored: bool) -> _Grad:
@@ -805,8 +834,8 @@ def attribute(
         ``max_feature_nodes`` (then in passes of at most ``2**23 / (tokens * d_model)`` rows, at
         least 16). ``None`` picks about ``2**23 / (tokens * d_model)`` (16 to 512), so small models
         get wide batches and large ones bounded memory; with a budget, at least
-        ``max_feature_nodes / 8`` (at most 8 rounds: fewer, wider passes, as circuit-tracer's
-        rounds of 512).
+        ``max_feature_nodes / 4`` up to 512 (at most 4 rounds up to a 2,048-feature budget:
+        fewer, wider passes; circuit-tracer ranks once per 4 batches of 512).
     dtype
         Dtype of the frozen model (``torch.float64`` for exact checks).
     head_split_nodes, head_edges_per_node
@@ -851,7 +880,7 @@ def attribute(
     if batch_size is None:
         batch_size = int(min(512, max(16, (1 << 23) // max(1, run.n_pos * run.x0.shape[1]))))
         if max_feature_nodes is not None and max_feature_nodes < sum(int(Ly.feat_pos.numel()) for Ly in run.layers):
-            batch_size = max(batch_size, min(512, -(-max_feature_nodes // 8)))  # a budget is picked in at most 8 rounds
+            batch_size = max(batch_size, min(512, -(-max_feature_nodes // 4)))  # a budget is picked in at most 4 rounds
     elif batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     graph = _build_graph(run, rm, tgt, prep, tokenizer, logits, max_feature_nodes=max_feature_nodes, batch_size=batch_size,

@@ -252,18 +252,69 @@ def attn_transpose_lowrank(ov: OVWeights, pattern: torch.Tensor, U: torch.Tensor
     row's own position). Then ``A_h^T U[u]`` is row ``u_pos[u]`` of the pattern times that
     position's factor: a gather instead of a product over all positions (the same numbers).
     """
-    n_u, P, r = U.shape
-    R = V.shape[0]
+    R, r = V.shape[0], V.shape[1]
     H, dh, d = ov.W_O.shape
-    if u_pos is not None:
-        fac = U[torch.arange(n_u, device=U.device), u_pos]  # (n_u, r)
-        U2 = (pattern[:, u_pos, :].permute(1, 2, 0)[:, :, :, None] * fac[:, None, None, :]).reshape(n_u, P, H * r)
-    else:
-        # A_h^T U for every head: a batched product on the transposed view (no copy of the pattern)
-        U2 = torch.matmul(pattern.transpose(1, 2), U.permute(1, 0, 2).reshape(P, n_u * r)).view(H, P, n_u, r).permute(2, 1, 0, 3).reshape(n_u, P, H * r)
+    U2 = _pattern_t_factors(pattern, U, u_pos)
     z = (V.reshape(R * r, d) @ ov.W_O.reshape(H * dh, d).T).view(R * r, H, dh).transpose(0, 1)  # (H, R r, dh)
     V2 = torch.bmm(z, ov.W_V.transpose(1, 2)).view(H, R, r, d).transpose(0, 1).reshape(R, H * r, d)
     return U2, V2
+
+
+def _pattern_t_factors(pattern: torch.Tensor, U: torch.Tensor, u_pos: torch.Tensor | None) -> torch.Tensor:
+    """``A_h^T U`` for every head: ``U (n_u, P, r)`` -> ``(n_u, P, H r)``, rank index ``(h, j)``
+    (``u_pos``: as in :func:`attn_transpose_lowrank`)."""
+    n_u, P, r = U.shape
+    H = pattern.shape[0]
+    if u_pos is not None:
+        fac = U[torch.arange(n_u, device=U.device), u_pos]  # (n_u, r)
+        return (pattern[:, u_pos, :].permute(1, 2, 0)[:, :, :, None] * fac[:, None, None, :]).reshape(n_u, P, H * r)
+    # a batched product on the transposed view (no copy of the pattern)
+    return torch.matmul(pattern.transpose(1, 2), U.permute(1, 0, 2).reshape(P, n_u * r)).view(H, P, n_u, r).permute(2, 1, 0, 3).reshape(n_u, P, H * r)
+
+
+def attn_into_inputs(ov: OVWeights, pattern: torch.Tensor, values: torch.Tensor, g: torch.Tensor,
+                     bias_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Direct effects of the attention's inputs through the transposed attention, without the
+    gradient at its input: ``g (R, P, d)`` at the output of attention on ``y = y_lin + b``.
+
+    ``values (H, P, dh)``: ``y_lin @ W_V`` per head; ``bias_values (H, dh)``: ``b @ W_V``. Returns
+    ``(R, P)``, ``<attn_transpose(g)[:, p], y_lin[p]>`` per position, and ``(R,)``,
+    ``sum_p <attn_transpose(g)[:, p], b>`` (``None`` without ``bias_values``). The same sums
+    as through :func:`attn_transpose` (``A_h^T g W_O^h^T`` dotted with ``y W_V^h`` instead of
+    ``A_h^T g W_O^h^T W_V^h^T`` with ``y``), without its ``2 R P d^2``-flop projection back to
+    the model dimension.
+    """
+    R, P, d = g.shape
+    H, dh, _ = ov.W_O.shape
+    z = (g.reshape(R * P, d) @ ov.W_O.reshape(H * dh, d).T).view(R, P, H, dh).permute(2, 1, 0, 3).reshape(H, P, R * dh)
+    w = torch.bmm(pattern.transpose(1, 2), z).view(H, P, R, dh)  # sum_q A[q, p] z[q]
+    tok = torch.einsum("hpre,hpe->rp", w, values)
+    return tok, (torch.einsum("hpre,he->r", w, bias_values) if bias_values is not None else None)
+
+
+def attn_into_inputs_lowrank(ov: OVWeights, pattern: torch.Tensor, values: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
+                             idx: torch.Tensor | None = None, u_pos: torch.Tensor | None = None,
+                             bias_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`attn_into_inputs` on a gradient given by factors (as :func:`attn_transpose_lowrank`).
+
+    ``A_h^T U`` as there; ``V W_O^h^T`` dotted with each position's values: ``R r P d``
+    multiply-adds for the positions instead of ``2 R r d^2`` for ``V'`` and ``R H r P d`` to
+    dot the result with the inputs.
+    """
+    R, r = V.shape[0], V.shape[1]
+    H, dh, d = ov.W_O.shape
+    P = U.shape[1]
+    U2 = _pattern_t_factors(pattern, U, u_pos)  # (n_u, P, H r)
+    z = (V.reshape(R * r, d) @ ov.W_O.reshape(H * dh, d).T).view(R, r, H, dh)
+    zh = z.permute(2, 0, 1, 3).reshape(H, R * r, dh)
+    T = torch.bmm(zh, values.transpose(1, 2)).view(H, R, r, P).permute(1, 3, 0, 2).reshape(R, P, H * r)  # (R, P, (h, j))
+    Ur = U2 if idx is None else U2[idx]
+    tok = (Ur * T).sum(-1)
+    if bias_values is None:
+        return tok, None
+    zb = torch.einsum("rjhe,he->rhj", z, bias_values).reshape(R, H * r)
+    us = U2.sum(1)
+    return tok, ((us if idx is None else us[idx]) * zb).sum(-1)
 
 
 # --------------------------------------------------------------------------- frozen run
