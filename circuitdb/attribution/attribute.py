@@ -942,6 +942,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         # every feature, in layout order (sorted by layer, position): each batch is shallow and
         # short, and its rows go straight into the adjacency (feature f is node f)
         kept = list(range(n_feat))
+        kept_t = torch.arange(n_feat)
         lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
         nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
         n = len(nodes)
@@ -1008,6 +1009,7 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
             blocks.extend(new)
             cb("features", len(order), budget)
         kept = sorted(order, key=lambda f: (fl[f], fp[f], fi[f]))
+        kept_t = torch.tensor(kept, dtype=torch.long)
         lay_n = _node_layout(run, lay, prep, tokenizer, tgt, kept, fl, fp, fi, feat_layer, feat_pos)
         nodes, col_map, feat_node, err_node0, gene_of_pos, bias_node0, tnode = lay_n
         n = len(nodes)
@@ -1018,10 +1020,9 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         # the biases: those ranges of its rows are written, the rest stays zero. A dropped feature
         # folds into its error node: the node's edge is the MLP output's total (all its features
         # plus its error) less the kept features, so the dropped features' columns are not read.
-        kept_cpu = torch.tensor(kept, dtype=torch.long)
-        kept_t_dev = kept_cpu.to(dev)
-        kept_slot = (feat_layer[kept_cpu] * P + feat_pos[kept_cpu]).to(dev)  # each kept feature's MLP output (layer, pos)
-        kept_below = torch.searchsorted(feat_layer[kept_cpu], torch.arange(L + 1)).tolist()  # kept features of layers < l
+        kept_t_dev = kept_t.to(dev)
+        kept_slot = (feat_layer[kept_t] * P + feat_pos[kept_t]).to(dev)  # each kept feature's MLP output (layer, pos)
+        kept_below = torch.searchsorted(feat_layer[kept_t], torch.arange(L + 1)).tolist()  # kept features of layers < l
         gene0 = err_node0 + L * P
         tok_map = col_map_dev[lay.tok0: lay.bias0] - gene0
         for feats, layer, blk in blocks:
@@ -1037,7 +1038,6 @@ def _build_graph(run: FrozenRun, rm: ReplacementModel, tgt: Target, prep: _Prepa
         assert sum(len(f) for f, _, _ in blocks) == len(kept)
         del blocks
     adjacency[tnode] = torch.zeros(n, dtype=dt, device=dev).index_add_(0, col_map_dev, t_rows[0]).cpu()
-    kept_t = torch.tensor(kept, dtype=torch.long)
 
     # ---- values
     values = torch.zeros(n, dtype=dt)

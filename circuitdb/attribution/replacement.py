@@ -145,11 +145,11 @@ DEC_EXTRA = 3
 
 
 def padded_decoder(W_dec: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor, act: torch.Tensor, n_pos: int, *,
-                   extra: int = DEC_EXTRA, kmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Active features' outputs ``act[i] * W_dec[idx[i]]`` padded per position: ``(n_pos, kmax + extra, d)``.
+                   kmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Active features' outputs ``act[i] * W_dec[idx[i]]`` padded per position: ``(n_pos, kmax + DEC_EXTRA, d)``.
 
     ``pos`` is sorted; feature ``i`` goes to ``[pos[i], slot[i]]`` (its rank among the features at
-    its position), the padding is zero; the ``extra`` slots after the features are left for the
+    its position), the padding is zero; the ``DEC_EXTRA`` slots after the features are left for the
     caller (zeros). ``kmax``: the feature slots per position (default: the most at one position).
     One gather and one in-place product, straight into the layout the batched records of
     :mod:`circuitdb.attribution.attribute` read. Returns ``(padded, slot)``.
@@ -159,7 +159,7 @@ def padded_decoder(W_dec: torch.Tensor, pos: torch.Tensor, idx: torch.Tensor, ac
     cnt = torch.bincount(pos, minlength=n_pos)[:n_pos]
     if kmax is None:
         kmax = int(cnt.max()) if n else 0
-    width = kmax + extra
+    width = kmax + DEC_EXTRA
     slot = torch.arange(n, device=pos.device) - (torch.cumsum(cnt, 0) - cnt)[pos]
     flat = pos * width + slot
     ix = torch.zeros(n_pos * width, dtype=torch.long, device=pos.device)  # padding reads row 0, times 0
